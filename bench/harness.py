@@ -1,0 +1,105 @@
+"""What the benchmarks share: a database and broker vhost of their own, worker processes, timing.
+
+Benchmarks run by hand or through `make bench`, never as timed unit tests. They use the database
+`crowdfund_bench` (created and migrated here) and the broker vhost of `make bench`.
+"""
+
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# INFO makes workers log each task's run time (var/<hostname>.log), at some cost to throughput.
+LOG_LEVEL = os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")
+BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdfund_bench")
+
+
+def setup_django() -> None:
+    """Point this process (and the processes it starts) at the bench database, created and migrated
+    if needed, with production settings: DEBUG off, as the figures should be."""
+    os.environ["DATABASE_URL"] = BENCH_DATABASE_URL
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ["SECURE_SSL_REDIRECT"] = "false"  # plain HTTP on loopback
+    os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    _create_database()
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+
+
+def _create_database() -> None:
+    import psycopg
+
+    name = BENCH_DATABASE_URL.rsplit("/", 1)[1]
+    server = BENCH_DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(server, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    memory = f"{mem_kb / 2**20:.0f} GiB RAM"
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {memory}, Python {platform.python_version()}"
+
+
+def start_worker(*, queues: str, concurrency: int, include: str = "bench.bench_tasks", hostname: str = "bench"):
+    """A real prefork worker; returns the process once it answers a ping."""
+    from config.celery import app
+
+    log = open(ROOT / "var" / f"{hostname}.log", "w")  # noqa: SIM115 - lives as long as the worker
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "-Q", queues, "-c", str(concurrency),
+         "-n", f"{hostname}@%h", "--include", include, "--without-mingle", "--without-gossip", "-l", LOG_LEVEL],
+        cwd=ROOT, env={**os.environ}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not app.control.ping(destination=[f"{hostname}@{platform.node()}"], timeout=0.5):
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"bench worker did not start; see var/{hostname}.log")
+    return process
+
+
+def stop(process) -> None:
+    process.terminate()
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def percentile(sorted_values, fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def write_section(section: str) -> Path:
+    """Replace (or add) one section of docs/benchmarks.md, found by its "## " heading (the
+    section's first line), leaving the other sections alone: for a benchmark run on its own."""
+    heading = section.splitlines()[0] + "\n"
+    output = ROOT / "docs" / "benchmarks.md"
+    text = output.read_text() if output.exists() else "# Benchmarks\n\n"
+    start = text.find(heading)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + ("" if end == -1 else text[end:])
+    output.parent.mkdir(exist_ok=True)
+    output.write_text(text)
+    return output

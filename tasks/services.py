@@ -1,0 +1,360 @@
+"""Every write to the task ledger: enqueue and publish, the worker's bookkeeping, retry, cancel,
+and the maintenance jobs. Domain code calls `task_enqueue` (or `task_enqueue_many` for fan-out)."""
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from functools import partial
+
+import psycopg
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from config.celery import app
+from tasks.models import OPEN_STATES, TaskRecord, TaskState
+
+log = logging.getLogger(__name__)
+
+# After a failed publish, this process stops trying for a few seconds: requests stay fast while
+# the broker is down, and the rows wait, committed, for the sweeper.
+PUBLISH_PAUSE_SECONDS = 5.0
+# A `retrying` row whose retry message was not taken by the broker is republished once it is this
+# late; the margin keeps a merely busy queue from being sent duplicates (which would be skipped).
+RETRY_REPUBLISH_GRACE = timedelta(minutes=5)
+# Rows are published, recovered and purged in batches of this size, never in one giant statement.
+BATCH_SIZE = 1000
+# A task due later than this stays in the ledger and is published by the sweeper nearer its time:
+# RabbitMQ closes a consumer holding an unacknowledged (delayed) message past its 30-minute timeout.
+MAX_BROKER_DELAY = timedelta(minutes=10)
+
+_publish_paused_until = 0.0
+
+
+def queue_for(task_name: str) -> str:
+    route = app.amqp.router.route({}, task_name)
+    return route["queue"].name
+
+
+def _new_record(task, *, args, kwargs, correlation_key, idempotency_key, eta) -> TaskRecord:
+    return TaskRecord(
+        name=task.name,
+        args=list(args),
+        kwargs=dict(kwargs or {}),
+        queue=queue_for(task.name),
+        max_attempts=(task.max_retries or 0) + 1,
+        eta=eta,
+        correlation_key=correlation_key,
+        idempotency_key=idempotency_key,
+    )
+
+
+def task_enqueue(
+    task,
+    *,
+    args: Sequence = (),
+    kwargs: dict | None = None,
+    correlation_key: str = "",
+    idempotency_key: str | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+) -> TaskRecord:
+    """Record `task` in the caller's transaction and publish it once that transaction commits.
+
+    A rolled-back transaction enqueues nothing; a committed one never loses its task (if the
+    broker is down the row stays `pending` and the sweeper publishes it). An idempotency key
+    given twice yields the first record, not a second task.
+    """
+    if countdown is not None:
+        eta = timezone.now() + timedelta(seconds=countdown)
+    record = _new_record(
+        task, args=args, kwargs=kwargs, correlation_key=correlation_key, idempotency_key=idempotency_key, eta=eta
+    )
+    if idempotency_key is None:
+        record.save(force_insert=True)
+    else:
+        TaskRecord.objects.bulk_create([record], ignore_conflicts=True)
+        existing = TaskRecord.objects.get(idempotency_key=idempotency_key)
+        if existing.id != record.id:
+            return existing
+    transaction.on_commit(partial(task_records_publish, [record]), robust=True)
+    return record
+
+
+def task_enqueue_many(task, *, kwargs_list: Iterable[dict], correlation_keys: Iterable[str] | None = None) -> int:
+    """Record many runs of one task in a single INSERT (fan-out), published after commit."""
+    kwargs_list = list(kwargs_list)
+    keys = list(correlation_keys) if correlation_keys is not None else [""] * len(kwargs_list)
+    records = [
+        _new_record(task, args=(), kwargs=kwargs, correlation_key=key, idempotency_key=None, eta=None)
+        for kwargs, key in zip(kwargs_list, keys, strict=True)
+    ]
+    TaskRecord.objects.bulk_create(records, batch_size=BATCH_SIZE)
+    transaction.on_commit(partial(task_records_publish, records), robust=True)
+    return len(records)
+
+
+def task_records_publish(records: Sequence[TaskRecord]) -> int:
+    """Publish the given rows to the broker (each publish confirmed) and mark them `sent`."""
+    global _publish_paused_until
+    horizon = timezone.now() + MAX_BROKER_DELAY
+    records = [record for record in records if record.eta is None or record.eta < horizon]
+    if not records or time.monotonic() < _publish_paused_until:
+        return 0
+    published = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for record in records:
+                app.send_task(
+                    record.name,
+                    args=record.args,
+                    kwargs=record.kwargs,
+                    task_id=str(record.id),
+                    queue=record.queue,
+                    eta=record.eta,
+                    retries=record.attempts,
+                    producer=producer,
+                    headers={"published_at": time.time()},  # for the queue-wait metric
+                )
+                published.append(record.id)
+    except Exception as exc:  # the broker refused or is unreachable: the rows stay for the sweeper
+        _publish_paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
+        log.warning(
+            "Publishing paused: %d of %d tasks left unsent: %r", len(records) - len(published), len(records), exc
+        )
+    if published:
+        TaskRecord.objects.filter(id__in=published, state__in=[TaskState.PENDING, TaskState.RETRYING]).update(
+            state=TaskState.SENT, sent_at=timezone.now()
+        )
+    return len(published)
+
+
+def task_records_publish_pending() -> int:
+    """The sweeper: publish rows left `pending` (broker down at commit), and `retrying` rows whose
+    retry message the broker never took. Safe to run in several places at once."""
+    now = timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                TaskRecord.objects.select_for_update(skip_locked=True).filter(_late_unsent_filter(now))[:BATCH_SIZE]
+            )
+            sent = task_records_publish(batch)
+        total += sent
+        if sent < BATCH_SIZE:
+            return total
+
+
+def _late_unsent_filter(now):
+    pending_cutoff = now - timedelta(seconds=settings.TASKS_PENDING_GRACE_SECONDS)
+    due_soon = Q(eta__isnull=True) | Q(eta__lt=now + MAX_BROKER_DELAY)
+    late_pending = Q(state=TaskState.PENDING, created_at__lt=pending_cutoff) & due_soon
+    lost_retry = Q(state=TaskState.RETRYING, eta__lt=now - RETRY_REPUBLISH_GRACE)
+    return late_pending | lost_retry
+
+
+# --- The worker's bookkeeping -----------------------------------------------------------------
+
+
+# The worker's two writes per run are plain SQL, prepared on PostgreSQL: they run for every task,
+# and compiling them through the ORM and planning them each time cost more than running them
+# (measured here: about 1 ms each through the ORM, 0.25 ms prepared).
+_CLAIM_SQL = f"""
+UPDATE {TaskRecord._meta.db_table}
+   SET state = 'started', attempts = attempts + 1, started_at = %s,
+       -- a publisher marking the row sent may commit just after this run began: never sent after started
+       sent_at = CASE WHEN sent_at IS NULL OR sent_at > %s THEN %s ELSE sent_at END,
+       finished_at = NULL, worker = %s
+ WHERE id = %s
+   AND attempts < max_attempts
+       -- not yet started at this attempt; `started` if the run before it could not record its end
+       -- (database down): only that run, once over, or its worker publishes a retry this far on
+   AND ((state IN ('pending', 'sent', 'retrying', 'started') AND attempts <= %s)
+        -- redelivered: its worker died, or lost the broker and cancelled the run (recorded `retrying`)
+        OR (state IN ('started', 'retrying') AND %s))
+"""
+_SUCCEED_SQL = (
+    f"UPDATE {TaskRecord._meta.db_table} SET state = 'succeeded', finished_at = %s, runtime = %s WHERE id = %s"
+)
+
+
+def _execute_per_task(sql: str, params: list) -> int:
+    """Run one of the worker's per-task statements on Django's connection (so in its transaction,
+    if any) and return the number of rows it changed."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+    connection.ensure_connection()
+    # Django's own cursors bind on the client, which rules out prepared statements.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.rowcount
+
+
+def _pk(task_id):
+    return TaskRecord._meta.pk.get_db_prep_value(task_id, connection)
+
+
+def _timestamp(moment):
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
+def task_record_start(*, task, task_id: str, args, kwargs, retries: int, redelivered: bool, worker: str) -> bool:
+    """Mark the run started; False when it must not run (cancelled, finished, a duplicate message
+    for a run already started, or out of attempts).
+
+    One conditional UPDATE decides, so two deliveries of the same message can never both run.
+    A message redelivered by RabbitMQ may take over a `started` row (its worker died) or a
+    `retrying` one (its worker lost the broker connection, cancelled the run and recorded a retry,
+    but the retry is this redelivery: no other message was published). A retry message may take
+    over a `started` row its previous run left when the database was down as it ended.
+    """
+    now = timezone.now()
+    params = [_timestamp(now)] * 3 + [worker, _pk(task_id), retries, bool(redelivered)]
+    if _execute_per_task(_CLAIM_SQL, params) == 1:
+        return True
+    record = TaskRecord.objects.filter(id=task_id).only("state", "attempts", "max_attempts").first()
+    if record is None:
+        return _record_unrecorded_start(task=task, task_id=task_id, args=args, kwargs=kwargs, worker=worker, now=now)
+    if record.state in OPEN_STATES and record.attempts >= record.max_attempts:
+        task_record_fail(
+            task_id=task_id,
+            error_type="AttemptsExhausted",
+            error_message=f"Gave up after {record.attempts} attempts (its worker was lost each time).",
+            traceback="",
+        )
+    else:
+        log.info(
+            "Skipping %s[%s]: its record is %s after %d attempts", task.name, task_id, record.state, record.attempts
+        )
+    return False
+
+
+def _record_unrecorded_start(*, task, task_id, args, kwargs, worker, now) -> bool:
+    """A task published outside the platform (a plain .delay(), beat's "run now") is recorded
+    when it starts; of two copies arriving at once, only the one that inserts runs."""
+    record = _new_record(task, args=args, kwargs=kwargs, correlation_key="", idempotency_key=None, eta=None)
+    record.id, record.state, record.attempts, record.worker = task_id, TaskState.STARTED, 1, worker
+    record.sent_at = record.started_at = now
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
+
+
+def task_record_succeed(*, task_id: str, runtime: float) -> None:
+    _execute_per_task(_SUCCEED_SQL, [_timestamp(timezone.now()), runtime, _pk(task_id)])
+
+
+def task_record_retrying(
+    *, task_id: str, eta: datetime, error_type: str, error_message: str, traceback: str, runtime=None
+) -> None:
+    TaskRecord.objects.filter(id=task_id).exclude(state=TaskState.CANCELLED).update(
+        state=TaskState.RETRYING,
+        eta=eta,
+        runtime=runtime,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+    )
+
+
+def task_record_fail(*, task_id: str, error_type: str, error_message: str, traceback: str, runtime=None) -> None:
+    TaskRecord.objects.filter(id=task_id).update(
+        state=TaskState.FAILED,
+        finished_at=timezone.now(),
+        runtime=runtime,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+    )
+
+
+# --- What admins and ops do -------------------------------------------------------------------
+
+
+def task_records_retry(*, records, user=None) -> int:
+    """Run finished or cancelled tasks again with their stored arguments, recording who asked.
+
+    Each gets a fresh set of attempts; the publish happens after commit.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock only the ledger rows: the caller's queryset may join nullable relations (the admin's
+        # does), and PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
+        chosen = list(records.select_for_update(of=("self",)).exclude(state__in=OPEN_STATES))
+        for record in chosen:
+            record.state = TaskState.PENDING
+            record.attempts = 0
+            record.eta = None
+            record.sent_at = record.started_at = record.finished_at = None
+            record.manual_retries += 1
+            record.retried_by = user
+            record.retried_at = now
+        TaskRecord.objects.bulk_update(
+            chosen,
+            [
+                "state",
+                "attempts",
+                "eta",
+                "sent_at",
+                "started_at",
+                "finished_at",
+                "manual_retries",
+                "retried_by",
+                "retried_at",
+            ],
+            batch_size=BATCH_SIZE,
+        )
+        transaction.on_commit(partial(task_records_publish, chosen), robust=True)
+    return len(chosen)
+
+
+def task_records_cancel(*, records, user=None) -> int:
+    """Cancel tasks that have not started: their record says `cancelled`, so no worker runs them
+    (the worker checks the record before running); the messages are also revoked."""
+    now = timezone.now()
+    waiting = [TaskState.PENDING, TaskState.SENT, TaskState.RETRYING]
+    with transaction.atomic():
+        ids = list(records.select_for_update(of=("self",)).filter(state__in=waiting).values_list("id", flat=True))
+        TaskRecord.objects.filter(id__in=ids).update(
+            state=TaskState.CANCELLED, cancelled_by=user, cancelled_at=now, finished_at=now
+        )
+    if ids:
+        try:
+            app.control.revoke([str(task_id) for task_id in ids])
+        except Exception as exc:  # the record already stops the run; revoking only spares a delivery
+            log.warning("Could not broadcast revoke for %d cancelled tasks: %r", len(ids), exc)
+    return len(ids)
+
+
+def task_records_recover_stuck() -> int:
+    """Fail rows still `started` well past their hard time limit: their worker died and nothing
+    redelivered them. They are failed, not re-run, so an admin decides (the run may have done
+    its work before dying); they show up among the dead letters."""
+    cutoff = timezone.now() - timedelta(seconds=app.conf.task_time_limit + 5 * 60)
+    stuck = TaskRecord.objects.filter(state=TaskState.STARTED, started_at__lt=cutoff)
+    total = 0
+    while ids := list(stuck.values_list("id", flat=True)[:BATCH_SIZE]):
+        total += TaskRecord.objects.filter(id__in=ids, state=TaskState.STARTED).update(
+            state=TaskState.FAILED,
+            finished_at=timezone.now(),
+            error_type="Lost",
+            error_message="Still marked started long after its time limit: its worker was lost.",
+        )
+    return total
+
+
+def task_records_purge_finished() -> int:
+    """Delete finished rows older than the retention, a batch at a time."""
+    cutoff = timezone.now() - timedelta(days=settings.TASKS_FINISHED_RETENTION_DAYS)
+    old = TaskRecord.objects.finished_before(cutoff)
+    total = 0
+    while ids := list(old.values_list("id", flat=True)[:BATCH_SIZE]):
+        total += TaskRecord.objects.filter(id__in=ids).delete()[0]
+    return total

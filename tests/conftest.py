@@ -1,0 +1,22 @@
+import pytest
+
+from config.celery import app
+from tests.workers import Worker
+
+
+@pytest.fixture
+def broker(transactional_db):
+    """Empty queues on the tests' RabbitMQ vhost; data committed so real workers can see it."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+    app.control.purge()
+    yield app
+    app.control.purge()
+
+
+@pytest.fixture
+def worker(broker):
+    """A real worker process consuming every queue."""
+    process = Worker().wait_ready()
+    yield process
+    process.stop()

@@ -1,0 +1,142 @@
+"""Enqueueing against the real RabbitMQ: nothing is published before the enqueuing transaction
+commits or for one that rolled back, and nothing committed is lost when the broker is down."""
+
+import json
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from crowdfund.accounts.models import User
+from tasks import services
+from tasks.models import TaskRecord, TaskState
+from tasks.services import task_enqueue, task_enqueue_many
+from tests import probe_tasks
+from tests.tasks.broker import broker_refusing_publishes, queue_depth, queue_take_all
+from tests.workers import wait_for
+
+
+@pytest.mark.broker
+def test_it_publishes_nothing_while_the_transaction_is_open_and_exactly_one_task_after_commit(broker):
+    with transaction.atomic():
+        record = task_enqueue(probe_tasks.create_user, args=["open@probe.test"])
+        assert queue_depth() == 0
+        assert TaskRecord.objects.get(id=record.id).state == TaskState.PENDING
+
+    wait_for(lambda: queue_depth() == 1, message="the message after commit")
+    [message] = queue_take_all()
+    assert message.headers["id"] == str(record.id)
+    assert message.headers["task"] == "tests.probe.create_user"
+    record.refresh_from_db()
+    assert record.state == TaskState.SENT
+    assert record.sent_at is not None
+
+
+@pytest.mark.broker
+def test_it_publishes_nothing_for_a_rolled_back_transaction(broker):
+    with transaction.atomic():
+        task_enqueue(probe_tasks.create_user, args=["rolled-back@probe.test"])
+        transaction.set_rollback(True)
+
+    # A task enqueued afterwards is the only message: had the rolled-back one been sent, it
+    # would be ahead of it in the queue.
+    later = task_enqueue(probe_tasks.create_user, args=["later@probe.test"])
+    wait_for(lambda: queue_depth() == 1, message="the later task's message")
+    [message] = queue_take_all()
+    assert message.headers["id"] == str(later.id)
+    assert not TaskRecord.objects.filter(args=["rolled-back@probe.test"]).exists()
+
+
+@pytest.mark.broker
+def test_it_runs_a_committed_task_exactly_once_on_a_real_worker(start_worker):
+    start_worker()
+    with transaction.atomic():
+        record = task_enqueue(probe_tasks.create_user, args=["once@probe.test"])
+
+    wait_for(lambda: TaskRecord.objects.get(id=record.id).state == TaskState.SUCCEEDED, message="succeeded")
+    record.refresh_from_db()
+    assert record.attempts == 1
+    assert record.sent_at <= record.started_at
+    assert User.objects.filter(email="once@probe.test").count() == 1
+    assert queue_depth() == 0
+
+
+@pytest.mark.broker
+def test_it_keeps_the_task_pending_while_the_broker_refuses_and_the_sweeper_sends_it_once_it_is_back(
+    start_worker, settings
+):
+    settings.TASKS_PENDING_GRACE_SECONDS = 0
+    with broker_refusing_publishes():
+        with transaction.atomic():
+            record = task_enqueue(probe_tasks.create_user, args=["outage@probe.test"])
+        record.refresh_from_db()
+        assert record.state == TaskState.PENDING
+        assert record.sent_at is None
+        # The sweeper cannot send it either while the broker is down.
+        services._publish_paused_until = 0.0
+        assert services.task_records_publish_pending() == 0
+    assert queue_depth() == 0
+    assert TaskRecord.objects.get(id=record.id).state == TaskState.PENDING
+
+    # The broker is back; the process's publish pause (after its failures) has also run out.
+    services._publish_paused_until = 0.0
+    assert services.task_records_publish_pending() == 1
+    assert services.task_records_publish_pending() == 0
+    assert TaskRecord.objects.get(id=record.id).state == TaskState.SENT
+    start_worker()
+
+    wait_for(lambda: TaskRecord.objects.get(id=record.id).state == TaskState.SUCCEEDED, message="succeeded")
+    assert TaskRecord.objects.get(id=record.id).attempts == 1
+    assert User.objects.filter(email="outage@probe.test").count() == 1
+
+
+@pytest.mark.broker
+def test_it_pauses_publishing_after_a_refused_publish_so_requests_stay_fast(broker):
+    with broker_refusing_publishes():
+        first = task_enqueue(probe_tasks.create_user, args=["first@probe.test"])
+        assert services._publish_paused_until > 0
+    # Back, but still paused: the row waits for the sweeper instead of being sent now.
+    second = task_enqueue(probe_tasks.create_user, args=["second@probe.test"])
+
+    assert queue_depth() == 0
+    states = set(TaskRecord.objects.filter(id__in=[first.id, second.id]).values_list("state", flat=True))
+    assert states == {TaskState.PENDING}
+
+
+@pytest.mark.broker
+def test_it_records_thousands_of_fanned_out_tasks_in_a_few_inserts_and_publishes_them_after_commit(broker):
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        count = task_enqueue_many(
+            probe_tasks.create_user,
+            kwargs_list=[{"email": f"fan{n}@probe.test"} for n in range(2500)],
+            correlation_keys=[f"fan:{n}" for n in range(2500)],
+        )
+        inserts = [query for query in queries if query["sql"].startswith("INSERT")]
+        assert queue_depth() == 0
+
+    assert count == 2500
+    assert len(inserts) == 3  # batches of services.BATCH_SIZE, not one statement per task
+    wait_for(lambda: queue_depth() == 2500, timeout=60, message="2500 messages")
+    assert TaskRecord.objects.filter(state=TaskState.SENT).count() == 2500
+
+
+@pytest.mark.broker
+def test_it_puts_only_json_on_the_broker(broker):
+    task_enqueue(probe_tasks.create_user, args=["json@probe.test"], correlation_key="user:json")
+    task_enqueue_many(probe_tasks.create_user, kwargs_list=[{"email": "fan-json@probe.test"}])
+    task_enqueue(probe_tasks.sleep_then_create_user, kwargs={"email": "eta@probe.test", "seconds": 0}, countdown=60)
+
+    wait_for(lambda: queue_depth() == 3, message="three messages")
+    messages = queue_take_all()
+    bodies = []
+    for message in messages:
+        assert message.properties["content_type"] == "application/json"
+        assert message.properties["content_encoding"] == "utf-8"
+        bodies.append(json.loads(message.body))
+    # Celery's message protocol 2 body: [args, kwargs, embed].
+    assert [body[:2] for body in bodies] == [
+        [["json@probe.test"], {}],
+        [[], {"email": "fan-json@probe.test"}],
+        [[], {"email": "eta@probe.test", "seconds": 0}],
+    ]
+    assert messages[2].headers["eta"] is not None
