@@ -4,9 +4,10 @@ import os
 
 from celery import Celery
 
-from config import queues, schedule
-
+# Before config.queues, which reads the queue type (CELERY_QUEUE_TYPE) from the settings.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from config import queues, schedule  # noqa: E402
 
 app = Celery("crowdfund")
 # CELERY_-prefixed Django settings (broker URL, concurrency, time limits, transport options).
@@ -29,6 +30,7 @@ app.conf.update(
     task_queues=queues.TASK_QUEUES,
     task_default_queue=queues.DEFAULT,
     task_default_exchange=queues.DEFAULT,
+    task_default_exchange_type=queues.EXCHANGE_TYPE,
     task_default_routing_key=queues.DEFAULT,
     task_create_missing_queues=False,
     task_routes=queues.TASK_ROUTES,

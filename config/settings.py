@@ -226,6 +226,9 @@ REPORTS_CHUNK_SIZE = env.int("REPORTS_CHUNK_SIZE", default=5000)
 
 # Celery. Queues and routes live in config/queues.py, the periodic schedule in config/schedule.py.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+# "classic" or "quorum": the type of the task queues config/queues.py declares (quorum: replicated
+# over a RabbitMQ cluster; switching needs the queues drained and deleted, see docs/operations.md).
+CELERY_QUEUE_TYPE = env.str("CELERY_QUEUE_TYPE", default="classic")
 # Without this, Celery's Django fix-up closes the database connection around every task (about
 # 7 times slower for a task doing one insert); with it, a worker reuses its connection.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
