@@ -97,7 +97,8 @@ class PlatformTask(Task):
 
     def backoff(self, retries: int) -> float:
         ceiling = min(self.retry_backoff_max, self.retry_backoff_base * 2**retries)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        # At least a second: quorum queues' delayed delivery refuses shorter delays (services.MIN_BROKER_DELAY).
+        return max(1.0, ceiling / 2 + random.uniform(0, ceiling / 2))
 
     def _retry_later(self, exc: BaseException, *, runtime: float | None = None, record: bool = True):
         """Record `retrying`, then publish the retry. If the broker refuses the retry, the row

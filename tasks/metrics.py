@@ -6,6 +6,7 @@ The backlog (rows by state, age of the oldest waiting row) is read from the ledg
 so it is right whichever host asks.
 """
 
+import glob
 import os
 import socket
 
@@ -99,8 +100,18 @@ class LedgerCollector:
         yield oldest
 
 
+class SampleFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, minus the sample files a process is creating at
+    this very moment (still empty: reading one raised, so a worker starting during a scrape made
+    /metrics fail). Such a file holds no samples yet; the next scrape reads it."""
+
+    def collect(self):
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if os.path.getsize(path) > 0]
+        return self.merge(files, accumulate=True)
+
+
 def metrics_text() -> bytes:
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    SampleFilesCollector(registry)
     registry.register(LedgerCollector())
     return generate_latest(registry)

@@ -1,6 +1,8 @@
 """What ops use besides the admin's actions: /metrics, the `tasks` command, retrying every failed
 task matching a filter, and the periodic jobs declared in code."""
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
@@ -35,7 +37,7 @@ def test_metrics_show_the_backlog_by_state_the_task_outcomes_and_the_queue_depth
     a_record(TaskState.SENT)
     OUTCOMES.labels("tests.probe.create_user", "default", "succeeded").inc()
 
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
 
     assert response.status_code == 200
     text = response.content.decode()
@@ -54,6 +56,24 @@ def test_metrics_need_the_token_when_one_is_set(client, settings):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_metrics_are_served_while_a_starting_process_creates_its_sample_file(client, settings, tmp_path):
+    # prometheus_client creates a process's file empty, then sizes it: a scrape may see it empty.
+    settings.METRICS_TOKEN = "s3cret"
+    OUTCOMES.labels("tests.probe.create_user", "default", "succeeded").inc()
+    starting = Path(settings.PROMETHEUS_MULTIPROC_DIR) / f"counter_starting_{tmp_path.name}.db"
+    starting.touch()
+    try:
+        response = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+    finally:
+        starting.unlink()
+
+    assert response.status_code == 200
+    assert b'tasks_outcomes_total{outcome="succeeded",queue="default",task="tests.probe.create_user"}' in (
+        response.content
+    )
 
 
 @pytest.mark.django_db

@@ -179,3 +179,14 @@ def test_a_transient_failure_is_retried_through_the_delay_queues_and_ends_succee
     assert (record.started_at - record.created_at).total_seconds() >= 1
     assert "not published; the sweeper will send it" not in quorum_worker.log()
     assert User.objects.filter(email="retried@probe.test").count() == 1
+
+
+@pytest.mark.broker
+def test_a_countdown_under_a_second_is_published_a_second_ahead_not_refused(quorum_worker, caplog):
+    # Celery's native delayed delivery refuses delays under a second; the platform rounds them up.
+    record = task_enqueue(probe_tasks.create_user, args=["soon@probe.test"], countdown=0.3)
+
+    wait_for(lambda: record_of(record).state == TaskState.SUCCEEDED, timeout=10, message="the run due in 0.3 s")
+    record.refresh_from_db()
+    assert record.started_at >= record.eta
+    assert "Publishing paused" not in caplog.text
