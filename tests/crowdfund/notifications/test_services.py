@@ -2,7 +2,9 @@ import smtplib
 from unittest import mock
 
 import pytest
+import time_machine
 from django.core import mail
+from django.utils.html import escape
 
 from crowdfund.accounts.models import Device
 from crowdfund.accounts.services import device_register, notification_preferences_set
@@ -161,6 +163,37 @@ def test_each_kind_has_its_own_subject_and_body(backer, send_all, kind, context,
     assert "&quot;" not in email.body  # the text part is not HTML-escaped
 
 
+FANOUT_KINDS = ["creator_update_posted", "campaign_succeeded", "campaign_failed"]
+
+
+@pytest.mark.parametrize("kind", [k[0] for k in KINDS] + FANOUT_KINDS)
+def test_templates_rendered_once_per_subject_give_each_recipient_what_a_full_render_gives(kind):
+    context = next((k[1] for k in KINDS if k[0] == kind), {"is_creator": True})
+    recipients = [UserFactory(display_name='Zoë "Z" <O\'Neil> & Co'), UserFactory(display_name="")]
+    for recipient in recipients:
+        services.notification_send(kind=kind, recipient=recipient, subject=f"{kind}:1", context=context)
+    rows = list(OutboxMessage.objects.select_related("recipient").order_by("id"))
+
+    with time_machine.travel("2026-11-22 12:00", tick=False):  # unsubscribe tokens carry the time
+        assert services.render_messages(rows) == [services.render_message(row, row.context) for row in rows]
+
+
+def test_each_backer_gets_their_own_name_and_unsubscribe_link():
+    update = CampaignUpdateFactory()
+    backers = [PledgeFactory(campaign=update.campaign, status=PledgeStatus.PAID).backer for _ in range(3)]
+
+    services.campaign_update_notify_backers(update=update)
+    run_fanout_chain()
+
+    by_address = {email.to[0]: email for email in mail.outbox}
+    for backer in backers:
+        email = by_address[backer.email]
+        token = email.extra_headers["List-Unsubscribe"].strip("<>").rstrip("/").rsplit("/", 1)[1]
+        assert services.unsubscribe_token_read(token=token) == (backer, "creator_update_posted")
+        assert f"Hi {escape(backer.display_name)}," in email.alternatives[0][0]
+        assert token in email.body
+
+
 def test_a_creator_update_reaches_every_paying_backer_once_in_chunks(settings, send_all):
     settings.NOTIFICATIONS_FANOUT_CHUNK_SIZE = 2
     update = CampaignUpdateFactory(title="Prototype done", body="It boils water.")
@@ -243,6 +276,31 @@ def test_a_transient_smtp_error_puts_the_message_back_for_a_retry(backer):
     assert email.state == OutboxState.SENT
     assert email.provider_message_id.startswith("<")
     assert len(mail.outbox) == 1
+
+
+def test_a_transient_error_mid_group_records_what_went_and_puts_the_rest_back():
+    for _ in range(3):
+        services.notification_send(
+            kind="pledge_receipt", recipient=UserFactory(), subject="pledge:p-1", context=RECEIPT
+        )
+    ids = list(OutboxMessage.objects.filter(channel="email").order_by("id").values_list("id", flat=True))
+    send, tried = mail.EmailMessage.send, []
+
+    def second_one_finds_the_server_gone(email, *args, **kwargs):
+        tried.append(email)
+        if len(tried) == 2:
+            raise smtplib.SMTPServerDisconnected("gone")
+        return send(email, *args, **kwargs)
+
+    flaky = mock.patch("django.core.mail.EmailMessage.send", second_one_finds_the_server_gone)
+    with flaky, pytest.raises(TransientChannelError):
+        services.outbox_messages_send(message_ids=ids, run_id="run-1")
+    emails = OutboxMessage.objects.filter(id__in=ids).order_by("id")
+    assert [(m.state, m.attempts) for m in emails] == [("sent", 1), ("pending", 1), ("pending", 0)]
+
+    services.outbox_messages_send(message_ids=ids, run_id="run-1")
+    assert set(emails.values_list("state", flat=True)) == {"sent"}
+    assert len(mail.outbox) == 3
 
 
 def test_a_refused_recipient_is_recorded_failed_without_retrying(backer):
