@@ -46,6 +46,8 @@ check-deploy-files: $(BIN)/.installed
 	$(BIN)/python -c "import json, sys; [json.load(open(f)) for f in sys.argv[1:]]" monitoring/grafana/dashboards/*.json
 
 bench: $(BIN)/.installed .env
+	command -v wrk >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null)
 	bin/ensure-test-broker crowdfund_bench
 	DEBUG=true CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/crowdfund_bench $(BIN)/python -m bench.run_all $(BENCH)
 

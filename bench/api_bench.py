@@ -1,37 +1,28 @@
 """The mobile API under load: the campaign list and pledge creation at 32 concurrent connections
 on gunicorn with 2 workers (as `make run` serves it), beside a trivial endpoint in the same run.
 
-The load generator is plain Python: 32 threads, each with its own keep-alive `requests` session,
-for a fixed time per endpoint after a short warm-up. The trivial endpoint is an unknown URL under
-/api/v1/ (URL resolution and the JSON error body, no database): the ceiling the others compare to.
-Run alone: `.venv/bin/python -m bench.api_bench` (writes the "API" section of docs/benchmarks.md).
+The load generator is wrk (bench/web.py), for a fixed time per endpoint after a short warm-up.
+The trivial endpoint is a DRF APIView answering a small JSON (bench/urls.py, no database): the
+ceiling the others compare to. Run alone: `.venv/bin/python -m bench.api_bench` (writes the "API"
+section of docs/benchmarks.md).
 """
 
+import json
 import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from pathlib import Path
-
-import requests
 
 # A database of its own when run alone, so it never meets another benchmark's tables.
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdfund_bench_api")
 
-from bench.harness import ROOT, machine, percentile, setup_django, write_section  # noqa: E402
+from bench import web  # noqa: E402
+from bench.harness import machine, setup_django, write_section  # noqa: E402
 
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
-WARMUP_SECONDS = 2.0
 CAMPAIGNS = 200
+PLEDGE_REQUESTS = 20_000  # more than a run sends: each pledge has its own idempotency key
 
 
 def _seed() -> dict:
-    """Campaigns to list, one live campaign to pledge to, and a backer (with a token) per thread."""
+    """Campaigns to list, one live campaign to pledge to, and a backer (with a token) per connection."""
     from decimal import Decimal
 
     from rest_framework_simplejwt.tokens import RefreshToken
@@ -56,7 +47,7 @@ def _seed() -> dict:
     reward = target.rewards.first() or campaigns.reward_create(
         campaign=target, title="Everyone", minimum_amount=Decimal("5.00")
     )
-    backers = [User.objects.get_or_create(email=f"bench-backer{i}@example.com")[0] for i in range(CONNECTIONS)]
+    backers = [User.objects.get_or_create(email=f"bench-backer{i}@example.com")[0] for i in range(web.CONNECTIONS)]
     tokens = [str(RefreshToken.for_user(backer).access_token) for backer in backers]
     return {"campaign": str(target.id), "reward": str(reward.id), "tokens": tokens}
 
@@ -69,90 +60,35 @@ def _in_days(days: int):
     return timezone.now() + timedelta(days=days)
 
 
-def _start_gunicorn() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(ROOT / "var" / "bench-gunicorn.log", "w")  # noqa: SIM115 - lives as long as gunicorn
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(WORKERS)],
-        cwd=ROOT, env={**os.environ}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base}/api/v1/ping", timeout=1)
-            return process, base
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("gunicorn did not start; see var/bench-gunicorn.log")
+def _scenarios(base: str, seed: dict) -> list[tuple[str, str, list | None]]:
+    pledges_path = f"/api/v1/campaigns/{seed['campaign']}/pledges"
 
-
-def _load(make_request, expected_status: int) -> dict:
-    """CONNECTIONS threads send requests back to back; latencies are kept after the warm-up."""
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    started = time.monotonic()
-    measure_from, stop_at = started + WARMUP_SECONDS, started + WARMUP_SECONDS + SECONDS
-
-    def worker(index: int) -> None:
-        session, mine, bad = requests.Session(), [], 0
-        while (now := time.monotonic()) < stop_at:
-            response = make_request(session, index)
-            took = time.monotonic() - now
-            if now >= measure_from:
-                mine.append(took)
-                bad += response.status_code != expected_status
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(CONNECTIONS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / SECONDS,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "errors": errors[0],
-    }
-
-
-def _scenarios(base: str, seed: dict) -> list[tuple[str, object, int]]:
-    pledges_url = f"{base}/api/v1/campaigns/{seed['campaign']}/pledges"
-
-    def pledge(body):
-        def send(session, index):
-            headers = {"Authorization": f"Bearer {seed['tokens'][index]}", "Idempotency-Key": uuid.uuid4().hex}
-            return session.post(pledges_url, json=body, headers=headers, timeout=30)
-
-        return send
+    def pledges(body: dict) -> list[tuple]:
+        tokens = seed["tokens"]
+        return [
+            ("POST", pledges_path, json.dumps(body), {"Content-Type": "application/json",
+             "Authorization": f"Bearer {tokens[n % len(tokens)]}", "Idempotency-Key": uuid.uuid4().hex})
+            for n in range(PLEDGE_REQUESTS)
+        ]  # fmt: skip
 
     return [
-        ("trivial: unknown URL, JSON 404, no database", lambda s, i: s.get(f"{base}/api/v1/ping", timeout=30), 404),
-        ("GET /api/v1/campaigns (20 per page)", lambda s, i: s.get(f"{base}/api/v1/campaigns", timeout=30), 200),
-        ("POST pledge, no reward", pledge({"amount": "10.00"}), 201),
-        ("POST pledge, all on one reward (its row lock)", pledge({"amount": "10.00", "reward": seed["reward"]}), 201),
-    ]
+        ("trivial: DRF APIView, small JSON, no database", f"{base}/bench/trivial", None),
+        ("GET /api/v1/campaigns (20 per page)", f"{base}/api/v1/campaigns", None),
+        ("POST pledge, no reward", base + pledges_path, pledges({"amount": "10.00"})),
+        ("POST pledge, all on one reward (its row lock)", base + pledges_path,
+         pledges({"amount": "10.00", "reward": seed["reward"]})),
+    ]  # fmt: skip
 
 
 def run() -> str:
     """Measure every scenario and return the markdown section for docs/benchmarks.md."""
     seed = _seed()
-    gunicorn, base = _start_gunicorn()
+    gunicorn, base = web.start_gunicorn(log_name="bench-gunicorn")
     try:
         results = []
-        for name, make_request, expected in _scenarios(base, seed):
+        for name, url, to_send in _scenarios(base, seed):
             print(f"API: {name} ...", flush=True)
-            results.append((name, _load(make_request, expected)))
+            results.append((name, web.load(url, to_send)))
     finally:
         gunicorn.terminate()
         gunicorn.wait(30)
@@ -163,14 +99,14 @@ def _section(results) -> str:
     lines = [
         "## API",
         "",
-        f"gunicorn (`config.wsgi`, {WORKERS} sync workers, DEBUG off) on loopback, PostgreSQL on the same machine; "
-        f"{CONNECTIONS} concurrent connections (Python threads with keep-alive `requests` sessions), "
-        f"{SECONDS:.0f} s per endpoint after a {WARMUP_SECONDS:.0f} s warm-up. "
+        f"gunicorn (the project's WSGI handler, {web.WORKERS} sync workers, DEBUG off) on loopback, PostgreSQL on "
+        f"the same machine; wrk ({web.WRK_THREADS} threads, {web.CONNECTIONS} keep-alive connections), "
+        f"{web.SECONDS:.0f} s per endpoint after a {web.WARMUP_SECONDS:.0f} s warm-up. "
         "Command: `.venv/bin/python -m bench.api_bench`.",
         "",
         f"Machine: {machine()}; the load generator runs on the same cores, so the figures are a floor.",
         "",
-        "| endpoint | requests/s | p50 (ms) | p99 (ms) | requests | unexpected status |",
+        "| endpoint | requests/s | p50 (ms) | p99 (ms) | requests | errors (status ≥ 400, socket) |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in results:

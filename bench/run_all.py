@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from bench.harness import ROOT, machine, setup_django, write_section
 
 # In the order they run; each is `bench/<name>.py` with a run() -> str.
-BENCHMARKS = ["platform_bench", "api_bench", "payments_bench", "notifications_bench", "reports_bench", "load_test"]
+BENCHMARKS = [
+    "platform_bench",
+    "api_bench",
+    "payments_bench",
+    "classic_comparison",
+    "notifications_bench",
+    "reports_bench",
+    "load_test",
+]
 
 
 def main() -> None:

@@ -1,0 +1,55 @@
+"""The URLconf gunicorn serves during the HTTP benchmarks (bench/web.py): the project's URLs, plus
+the two endpoints the figures are compared with, which the product's API does not have.
+
+- `bench/trivial`: a DRF APIView answering a small JSON, with the project's DRF settings (renderer,
+  exception handler, middleware) and, like the webhook, no authentication: the ceiling of this
+  stack on this machine.
+- `bench/sync-webhook`: the synchronous design the platform avoids, the same events verified,
+  stored and applied inside the request after a (simulated) provider call.
+"""
+
+import json
+import time
+
+from django.http import JsonResponse
+from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config import urls as project_urls
+from crowdfund.payments import services
+from crowdfund.payments.models import PaymentEvent
+from crowdfund.payments.providers import get_provider
+
+PROVIDER_CALL_SECONDS = 0.05
+
+
+class TrivialApi(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+def sync_webhook(request):
+    """Store the event and apply it inside the request, after a provider call (simulated): what
+    the platform's asynchronous ingest avoids."""
+    body = request.body
+    services.webhook_receive(provider=get_provider("sandbox"), body=body, headers=request.headers)
+    time.sleep(PROVIDER_CALL_SECONDS)  # e.g. retrieving the intent to double-check it
+    event = PaymentEvent.objects.get(provider="sandbox", event_id=json.loads(body)["id"])
+    services.payment_event_apply(event_id=event.id)
+    return JsonResponse({"received": True})
+
+
+urlpatterns = [
+    path("bench/trivial", TrivialApi.as_view()),
+    path("bench/sync-webhook", csrf_exempt(sync_webhook)),
+    path("", include(project_urls)),
+]
+
+handler404 = project_urls.handler404
+handler500 = project_urls.handler500
