@@ -23,6 +23,7 @@ from bench.harness import ROOT
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
+THREADS = int(os.environ.get("BENCH_WEB_THREADS", "1"))  # above 1: gunicorn's gthread workers
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP_SECONDS = 2.0
 WRK_THREADS = 2  # one a core; each runs CONNECTIONS / WRK_THREADS connections
@@ -64,7 +65,7 @@ def start_gunicorn(*, log_name: str) -> tuple[subprocess.Popen, str]:
     log = open(ROOT / "var" / f"{log_name}.log", "w")  # noqa: SIM115 - lives as long as gunicorn
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "bench.web:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(WORKERS)],
+         "--workers", str(WORKERS), "--threads", str(THREADS)],
         cwd=ROOT, env={**os.environ}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
