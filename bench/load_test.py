@@ -53,7 +53,7 @@ def _paid_share(campaign_ids) -> tuple[int, int]:
 
 
 def run() -> str:
-    from bench import api_bench
+    from bench import web
 
     os.environ.update(
         AUTH_THROTTLE_RATE="1000000/minute",  # every simulated user registers from 127.0.0.1
@@ -61,7 +61,7 @@ def run() -> str:
         PAYMENTS_SANDBOX_WEBHOOK_SECRET=os.environ.get("PAYMENTS_SANDBOX_WEBHOOK_SECRET") or secrets.token_hex(16),
     )
     seed = _seed()
-    gunicorn, base = api_bench._start_gunicorn()
+    gunicorn, base = web.start_gunicorn(log_name="bench-load-gunicorn")
     os.environ["PAYMENTS_SANDBOX_WEBHOOK_URL"] = f"{base}/api/v1/payments/webhooks/sandbox"
     workers = [
         start_worker(queues="payments,notifications,default", concurrency=2, hostname="load-main"),

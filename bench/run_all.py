@@ -24,6 +24,9 @@ BENCHMARKS = [
 ]
 
 
+PARTIAL = ROOT / "var" / "benchmarks-partial.md"
+
+
 def main() -> None:
     """All benchmarks: write docs/benchmarks.md anew. Some (`make bench BENCH="a b"`): replace only
     their sections, so one benchmark can be re-run without losing the others' figures."""
@@ -36,6 +39,9 @@ def main() -> None:
         sections.append(module.run())
         if selected != BENCHMARKS:
             print(f"Wrote {write_section(sections[-1])}")
+        else:  # a benchmark failing late must not cost the figures already measured
+            PARTIAL.write_text("\n".join(sections))
+            print(f"Sections so far in {PARTIAL}", flush=True)
     if selected != BENCHMARKS:
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
