@@ -12,7 +12,7 @@ Run alone: `.venv/bin/python -m bench.classic_comparison` (writes its section of
 import os
 
 from bench import payments_bench, web
-from bench.harness import machine, setup_django, write_section
+from bench.harness import machine, run_alone
 
 SYNC_EVENTS = int(os.environ.get("BENCH_CLASSIC_SYNC_EVENTS", "500"))
 ASYNC_EVENTS = int(os.environ.get("BENCH_CLASSIC_EVENTS", "5000"))
@@ -79,7 +79,4 @@ def _section(results) -> str:
 
 
 if __name__ == "__main__":
-    setup_django()
-    section = run()
-    print(section)
-    print(f"Wrote {write_section(section)}")
+    run_alone(run)

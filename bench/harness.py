@@ -103,3 +103,12 @@ def write_section(section: str) -> Path:
     output.parent.mkdir(exist_ok=True)
     output.write_text(text)
     return output
+
+
+def run_alone(run) -> None:
+    """A benchmark module run on its own (`python -m bench.<name>`): measure, print its section and
+    replace that section of docs/benchmarks.md."""
+    setup_django()
+    section = run()
+    print(section)
+    print(f"Wrote {write_section(section)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 # A database of its own when run alone: 100,000 seeded backers are not wanted by other benchmarks.
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdfund_bench_notifications")
 
-from bench.harness import machine, setup_django, start_worker, stop, write_section  # noqa: E402
+from bench.harness import machine, run_alone, start_worker, stop  # noqa: E402
 
 BACKERS = int(os.environ.get("BENCH_BACKERS", "100000"))
 NOOP_TASKS = int(os.environ.get("BENCH_NOOP_TASKS", "20000"))
@@ -199,7 +199,4 @@ def run() -> str:
 
 
 if __name__ == "__main__":
-    setup_django()
-    section = run()
-    print(section)
-    print(f"Wrote {write_section(section)}")
+    run_alone(run)

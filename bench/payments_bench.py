@@ -18,7 +18,7 @@ os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/
 os.environ.setdefault("PAYMENTS_SANDBOX_WEBHOOK_SECRET", secrets.token_hex(16))
 
 from bench import web  # noqa: E402
-from bench.harness import machine, setup_django, start_worker, stop, write_section  # noqa: E402
+from bench.harness import machine, run_alone, start_worker, stop  # noqa: E402
 
 END_TO_END_EVENTS = int(os.environ.get("BENCH_PAYMENT_EVENTS", "20000"))
 END_TO_END_CAMPAIGNS = 50
@@ -222,7 +222,4 @@ def _section(ingest, e2e) -> str:
 
 
 if __name__ == "__main__":
-    setup_django()
-    section = run()
-    print(section)
-    print(f"Wrote {write_section(section)}")
+    run_alone(run)

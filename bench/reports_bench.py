@@ -19,7 +19,7 @@ from pathlib import Path
 # A database of its own: a million seeded pledges are not wanted by the other benchmarks.
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdfund_bench_reports")
 
-from bench.harness import machine, setup_django, start_worker, stop, write_section  # noqa: E402
+from bench.harness import machine, run_alone, start_worker, stop  # noqa: E402
 
 SIZES = (100_000, int(os.environ.get("BENCH_PLEDGES", "1000000")))
 BACKERS = 10_000
@@ -205,7 +205,4 @@ def run() -> str:
 
 
 if __name__ == "__main__":
-    setup_django()
-    section = run()
-    print(section)
-    print(f"Wrote {write_section(section)}")
+    run_alone(run)

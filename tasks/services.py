@@ -102,8 +102,8 @@ def task_enqueue_many(task, *, kwargs_list: Iterable[dict], correlation_keys: It
 def task_records_publish(records: Sequence[TaskRecord]) -> int:
     """Publish the given rows to the broker (each publish confirmed) and mark them `sent`."""
     global _publish_paused_until
-    now = timezone.now()
-    records = [record for record in records if record.eta is None or record.eta < now + MAX_BROKER_DELAY]
+    horizon = timezone.now() + MAX_BROKER_DELAY
+    records = [record for record in records if record.eta is None or record.eta < horizon]
     if not records or time.monotonic() < _publish_paused_until:
         return 0
     published = []
@@ -200,19 +200,18 @@ UPDATE {TaskRecord._meta.db_table} SET state = 'succeeded', finished_at = %s, ru
 """
 # A condition that is always true and, as it is evaluated, turns synchronous_commit off until the
 # statement's own (autocommit) transaction ends.
-_ASYNC_COMMIT = {"postgresql": "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"}
+_ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 
 
 def _execute_per_task(sql: str, params: list) -> int:
     """Run one of the worker's per-task statements on Django's connection (so in its transaction,
     if any) and return the number of rows it changed."""
-    # Inside the caller's transaction, the caller's commit decides; setting it would weaken theirs.
-    async_commit = "1 = 1" if connection.in_atomic_block else _ASYNC_COMMIT.get(connection.vendor, "1 = 1")
-    sql = sql.format(async_commit=async_commit)
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql.format(async_commit="1 = 1"), params)
             return cursor.rowcount
+    # Inside the caller's transaction, the caller's commit decides; setting it would weaken theirs.
+    sql = sql.format(async_commit="1 = 1" if connection.in_atomic_block else _ASYNC_COMMIT)
     connection.ensure_connection()
     # Django's own cursors bind on the client, which rules out prepared statements.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:

@@ -370,6 +370,7 @@ def _provider_name(channel) -> str:
 _MARK = "\ue000"
 _PER_RECIPIENT = ("recipient_name", "unsubscribe_url")
 _MARKERS = {name: f"{_MARK}{name}&{_MARK}" for name in _PER_RECIPIENT}
+_ESCAPED_MARKERS = {name: escape(marker) for name, marker in _MARKERS.items()}
 
 
 def render_messages(rows, *, shared: dict | None = None) -> list[Rendered]:
@@ -424,9 +425,9 @@ def _fill_in(row: OutboxMessage, fields: dict, draft: tuple[str, str, str]) -> R
     """The templates rendered with markers, with this row's recipient in their place."""
     parts = list(draft)
     for name, value in fields.items():
-        marker, escaped_value = _MARKERS[name], escape(value)
+        marker, escaped_marker, escaped_value = _MARKERS[name], _ESCAPED_MARKERS[name], escape(value)
         for index, part in enumerate(parts):
-            parts[index] = part.replace(marker, value).replace(escape(marker), escaped_value)
+            parts[index] = part.replace(marker, value).replace(escaped_marker, escaped_value)
     return _rendered(row, fields, parts)
 
 
