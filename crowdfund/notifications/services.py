@@ -20,11 +20,13 @@ that object (the campaign's title, say); the caller's context wins where both ha
 Missing keys render as blanks, never as errors.
 """
 
+import functools
 import json
 import logging
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.core import signing
@@ -237,7 +239,7 @@ def _send_atomic(channel, ids: list[int], *, run_id: str, final_attempt: bool, s
     ratelimit.take(provider=_provider_name(channel), count=len(ids))
     try:
         with transaction.atomic():
-            locked = list(_claimable(ids).select_for_update(skip_locked=True, of=("self",)))
+            locked = _claimable(ids, lock=True)
             if locked:
                 outcomes = channel.deliver(render_messages(locked, shared=shared))
                 _record_outcomes(list(zip([row.id for row in locked], outcomes, strict=True)), count_attempt=True)
@@ -252,7 +254,7 @@ def _send_claimed(channel, ids: list[int], *, run_id: str, final_attempt: bool, 
     (pending → sending, committed) just before they are sent, and their outcomes are recorded by
     the statement claiming the next group. A crash leaves at most one group (CLAIM_GROUP rows) in
     doubt per run, and those are never sent twice (see _fail_interrupted)."""
-    rows = list(_claimable(ids))
+    rows = _claimable(ids)
     rendered = {message.message_id: message for message in render_messages(rows, shared=shared)}
     sent = []  # (id, outcome) of the group just sent, recorded by the next claim
     for start in range(0, len(rows), CLAIM_GROUP):
@@ -273,16 +275,25 @@ def _send_claimed(channel, ids: list[int], *, run_id: str, final_attempt: bool, 
     _record_outcomes(sent, count_attempt=False)
 
 
-_RENDERED_FIELDS = ("kind", "subject", "channel", "context", "recipient__email", "recipient__display_name")
+_RENDERED_FIELDS = ("id", "kind", "subject", "channel", "context", "recipient_id", "recipient__email",
+                    "recipient__display_name")  # fmt: skip
 
 
-def _claimable(ids: list[int]):
-    return (
-        OutboxMessage.objects.filter(id__in=ids, state=OutboxState.PENDING)
-        .select_related("recipient")
-        .only(*_RENDERED_FIELDS)  # a chunk loads 500 rows a channel: only what rendering reads
-        .order_by("id")
-    )
+def _claimable(ids: list[int], *, lock: bool = False) -> list[SimpleNamespace]:
+    """The rows among `ids` still pending, oldest first (locked, skipping rows locked by another
+    run, if asked), with only what rendering reads. A chunk loads 500 rows a channel: plain
+    objects, not models (a model per row and per recipient cost more than the query)."""
+    rows = OutboxMessage.objects.filter(id__in=ids, state=OutboxState.PENDING).order_by("id")
+    if lock:
+        rows = rows.select_for_update(skip_locked=True, of=("self",))
+    return [
+        SimpleNamespace(
+            id=message_id, kind=kind, subject=subject, channel=channel, context=context, recipient_id=recipient_id,
+            recipient=SimpleNamespace(id=recipient_id, email=email, display_name=display_name),
+        )
+        for message_id, kind, subject, channel, context, recipient_id, email, display_name
+        in rows.values_list(*_RENDERED_FIELDS)
+    ]  # fmt: skip
 
 
 # Plain SQL: through the ORM, compiling these statements cost more than running them
@@ -374,9 +385,10 @@ _ESCAPED_MARKERS = {name: escape(marker) for name, marker in _MARKERS.items()}
 
 
 def render_messages(rows, *, shared: dict | None = None) -> list[Rendered]:
-    """Render each row with its kind's templates: what the subject names, then the row's own
-    context on top. `shared` caches, for one sending run, what the subject names (under (kind,
-    subject)) and the templates rendered with markers (under (kind, subject, channel, context))."""
+    """Render each row (an OutboxMessage, or one of _claimable's plain rows: the same attributes)
+    with its kind's templates: what the subject names, then the row's own context on top.
+    `shared` caches, for one sending run, what the subject names (under (kind, subject)) and the
+    templates rendered with markers (under (kind, subject, channel, context))."""
     shared = {} if shared is None else shared
     rendered = []
     for row in rows:
@@ -497,7 +509,14 @@ def unsubscribe_url(*, user: User, kind: str) -> str:
     if kind in TRANSACTIONAL_KINDS:
         return ""
     token = signing.dumps({"u": user.id, "k": kind}, key=settings.NOTIFICATIONS_UNSUBSCRIBE_KEY, salt=UNSUBSCRIBE_SALT)
-    return settings.NOTIFICATIONS_BASE_URL.rstrip("/") + reverse("notifications-unsubscribe", args=[token])
+    return settings.NOTIFICATIONS_BASE_URL.rstrip("/") + _unsubscribe_path_prefix() + token
+
+
+@functools.cache
+def _unsubscribe_path_prefix() -> str:
+    # Reversed once, not per email of a fan-out: a token is URL-safe (base64 and ":"), so
+    # reverse() would put it after this prefix unchanged.
+    return reverse("notifications-unsubscribe", args=["-"]).removesuffix("-")
 
 
 def unsubscribe_token_read(*, token: str) -> tuple[User, str]:

@@ -24,13 +24,14 @@ class PushChannel:
         pass
 
     def deliver(self, messages: list[Rendered]) -> list[Outcome]:
-        devices = defaultdict(list)
-        for device in Device.objects.active().filter(user_id__in={m.recipient_id for m in messages}):
-            devices[device.user_id].append(device)
+        devices = defaultdict(list)  # user id → (token, platform) of each active device
+        active = Device.objects.active().filter(user_id__in={m.recipient_id for m in messages})
+        for user_id, token, platform in active.values_list("user_id", "token", "platform"):
+            devices[user_id].append((token, platform))
         pushes, owners = [], []
         for index, message in enumerate(messages):
-            for device in devices[message.recipient_id]:
-                pushes.append(Push(device.token, device.platform, message.title, message.text[:240], message.data))
+            for token, platform in devices[message.recipient_id]:
+                pushes.append(Push(token, platform, message.title, message.text[:240], message.data))
                 owners.append(index)
         results = self.provider.send(pushes) if pushes else []
         invalid = [push.token for push, result in zip(pushes, results, strict=True) if result.invalid_token]
