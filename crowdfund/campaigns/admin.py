@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from crowdfund.campaigns import services
 from crowdfund.campaigns.models import FROZEN_WHEN_LIVE, Campaign, CampaignStatus, CampaignUpdate, Reward
 from crowdfund.common.errors import DomainError
+from crowdfund.payments import services as payments
 
 
 class RewardInline(admin.TabularInline):
@@ -51,9 +52,9 @@ class CampaignAdmin(admin.ModelAdmin):
     def publish(self, request, queryset):
         self._apply(request, queryset, services.campaign_publish, "published")
 
-    @admin.action(description="Cancel the selected campaigns")
+    @admin.action(description="Cancel the selected campaigns (refunding the paid pledges of live ones)")
     def cancel(self, request, queryset):
-        self._apply(request, queryset, services.campaign_cancel, "cancelled")
+        self._apply(request, queryset, payments.campaign_cancel, "cancelled")
 
     def _apply(self, request, queryset, service, done: str) -> None:
         count = 0

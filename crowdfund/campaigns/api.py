@@ -18,6 +18,7 @@ from crowdfund.campaigns.serializers import (
     RewardSerializer,
 )
 from crowdfund.common.errors import DomainError
+from crowdfund.payments import services as payments
 
 
 class CampaignFilter(django_filters.FilterSet):
@@ -93,12 +94,14 @@ class CampaignPublishApi(GenericAPIView):
 
 
 class CampaignCancelApi(GenericAPIView):
+    """Cancel a draft or live campaign; a live one's paid pledges are refunded (in the background)."""
+
     serializer_class = CampaignSerializer
     extra_error_statuses = (409,)
 
     @extend_schema(request=None, responses={200: CampaignSerializer}, tags=["campaigns"])
     def post(self, request, campaign_id):
-        campaign = services.campaign_cancel(campaign=campaign_for_creator(request, campaign_id))
+        campaign = payments.campaign_cancel(campaign=campaign_for_creator(request, campaign_id))
         return Response(CampaignSerializer(campaign).data)
 
 

@@ -72,8 +72,8 @@ def campaign_publish(*, campaign: Campaign) -> Campaign:
 
 
 def campaign_cancel(*, campaign: Campaign) -> Campaign:
-    """Draft or live → cancelled. Releasing the pledges (cancel pending, refund paid) is the
-    payments issue's job, run by the same service once it exists."""
+    """Draft or live → cancelled, the status only. The API and the admin cancel through
+    crowdfund.payments.services.campaign_cancel, which also refunds a live one's paid pledges."""
     return _campaign_finish(campaign=campaign, status=CampaignStatus.CANCELLED)
 
 

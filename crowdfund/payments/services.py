@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crowdfund.campaigns import services as campaigns
 from crowdfund.campaigns.models import Campaign, CampaignStatus
-from crowdfund.campaigns.services import campaign_close
 from crowdfund.common.errors import DomainError
 from crowdfund.payments import tasks
 from crowdfund.payments.models import PaymentEvent, PaymentEventState, PaymentEventType
@@ -201,7 +201,7 @@ def pledges_reconcile() -> int:
     return checked
 
 
-# --- Closing campaigns at their deadline -----------------------------------------------------------
+# --- Closing campaigns at their deadline, or cancelling them --------------------------------------
 
 
 def campaigns_close_due() -> int:
@@ -215,11 +215,25 @@ def campaigns_close_due() -> int:
             campaign = Campaign.objects.select_for_update(skip_locked=True).filter(id=campaign_id).first()
             if campaign is None or campaign.status != CampaignStatus.LIVE:
                 continue
-            campaign = campaign_close(campaign=campaign)
+            campaign = campaigns.campaign_close(campaign=campaign)
             if campaign.status == CampaignStatus.FAILED:
                 _refund_chunk_enqueue(campaign=campaign, after=None)
         closed += 1
     return closed
+
+
+def campaign_cancel(*, campaign: Campaign) -> Campaign:
+    """Cancel a draft or live campaign (its creator or an admin). A live one's paid pledges are
+    refunded by the same chain of chunk tasks as a failed one's, its first chunk enqueued in the
+    transaction that cancels it: no cancelled campaign is left holding backers' money. A pledge
+    paid afterwards is refunded when its payment is applied (see _pledge_outcome_apply)."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(id=campaign.id)
+        was_live = campaign.status == CampaignStatus.LIVE
+        campaign = campaigns.campaign_cancel(campaign=campaign)
+        if was_live:
+            _refund_chunk_enqueue(campaign=campaign, after=None)
+    return campaign
 
 
 def _refund_chunk_enqueue(*, campaign: Campaign, after: str | None) -> None:
@@ -233,8 +247,8 @@ def _refund_chunk_enqueue(*, campaign: Campaign, after: str | None) -> None:
 
 
 def campaign_refund_chunk(*, campaign: Campaign, after: str | None) -> int:
-    """Refund the paid pledges among the next N pledges (by id, after the cursor) of a failed
-    campaign, then enqueue the next chunk. The window counts refunded pledges too, so a rerun
+    """Refund the paid pledges among the next N pledges (by id, after the cursor) of a failed or
+    cancelled campaign, then enqueue the next chunk. The window counts refunded pledges too, so a rerun
     after a crash covers exactly the same pledges and refunds only those still paid."""
     size = settings.PAYMENTS_REFUND_CHUNK_SIZE
     window = campaign.pledges.filter(status__in=[PledgeStatus.PAID, PledgeStatus.REFUNDED]).order_by("id")

@@ -262,14 +262,30 @@ def test_only_the_creator_publishes(api_client, outsider, draft_campaign):
     assert draft_campaign.status == CampaignStatus.DRAFT
 
 
-def test_the_creator_cancels_a_live_campaign(api_client, creator, outsider, live_campaign):
-    assert api_client(outsider).post(f"/api/v1/campaigns/{live_campaign.id}/cancel").status_code == 403
+def test_the_creator_cancels_a_live_campaign_and_its_refunds_are_enqueued(api_client, creator, outsider, live_campaign):
+    refund_chunks = TaskRecord.objects.filter(name="crowdfund.payments.tasks.campaign_refund_chunk")
+    forbidden = api_client(outsider).post(f"/api/v1/campaigns/{live_campaign.id}/cancel")
+    assert forbidden.status_code == 403
+    assert not refund_chunks.exists()
+
     response = api_client(creator).post(f"/api/v1/campaigns/{live_campaign.id}/cancel")
+
     assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
     live_campaign.refresh_from_db()
     assert live_campaign.status == CampaignStatus.CANCELLED
+    assert [chunk.kwargs for chunk in refund_chunks] == [{"campaign_id": str(live_campaign.id), "after": None}]
     again = api_client(creator).post(f"/api/v1/campaigns/{live_campaign.id}/cancel")
     assert again.status_code == 409
+    assert refund_chunks.count() == 1
+
+
+def test_the_creator_cancels_a_draft_and_nothing_is_refunded(api_client, creator, draft_campaign):
+    response = api_client(creator).post(f"/api/v1/campaigns/{draft_campaign.id}/cancel")
+    assert response.status_code == 200
+    draft_campaign.refresh_from_db()
+    assert draft_campaign.status == CampaignStatus.CANCELLED
+    assert not TaskRecord.objects.filter(name="crowdfund.payments.tasks.campaign_refund_chunk").exists()
 
 
 # --- Rewards -----------------------------------------------------------------------------------

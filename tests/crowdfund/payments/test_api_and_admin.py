@@ -1,4 +1,5 @@
-"""The sandbox confirm endpoint (development only) and the payments admin."""
+"""The sandbox confirm endpoint (development only), the payments admin and the campaign admin's
+cancel action (which refunds)."""
 
 import subprocess
 import sys
@@ -6,11 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from crowdfund.campaigns.models import CampaignStatus
 from crowdfund.payments.models import PaymentEvent, SandboxEvent, SandboxRefund
 from crowdfund.pledges.models import PledgeStatus
 from tasks.models import TaskRecord
 from tests.crowdfund.payments.conftest import event_body, post_webhook
-from tests.factories import UserFactory
+from tests.factories import CampaignFactory, UserFactory
 from tests.workers import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +107,18 @@ def test_refunding_a_pending_pledge_in_the_admin_is_refused_with_a_message(admin
     )
     assert "A pending pledge cannot be refunded." in response.text
     assert not SandboxRefund.objects.exists()
+
+
+def test_the_campaign_admin_cancels_a_live_campaign_and_enqueues_its_refunds(admin_client, live_campaign):
+    finished = CampaignFactory(status=CampaignStatus.SUCCEEDED)
+    response = admin_client.post(
+        "/admin/campaigns/campaign/",
+        {"action": "cancel", "_selected_action": [live_campaign.id, finished.id]},
+        follow=True,
+    )
+    live_campaign.refresh_from_db()
+    finished.refresh_from_db()
+    assert (live_campaign.status, finished.status) == (CampaignStatus.CANCELLED, CampaignStatus.SUCCEEDED)
+    assert "1 campaign(s) cancelled." in response.text
+    chunks = TaskRecord.objects.filter(name="crowdfund.payments.tasks.campaign_refund_chunk")
+    assert [chunk.kwargs["campaign_id"] for chunk in chunks] == [str(live_campaign.id)]

@@ -151,3 +151,38 @@ def test_a_failed_campaign_refunds_every_paid_pledge_once_even_when_a_chunk_is_k
     assert second.attempts == 1
     assert OutboxMessage.objects.filter(kind=NotificationKind.REFUND_ISSUED).values("subject").distinct().count() == 15
     call_command("payments_check_totals")
+
+
+def test_a_campaign_its_creator_cancels_through_the_api_has_every_paid_pledge_refunded_once_by_a_worker(
+    start_worker, live_server, api_client, creator, live_campaign
+):
+    pledges = []
+    for _ in range(7):
+        pledge = pledge_create(
+            backer=UserFactory(), campaign=live_campaign, amount=Decimal("15.00"), idempotency_key=str(uuid.uuid4())
+        )
+        sandbox_intent_confirm(intent_id=pledge.payment_intent_id, outcome="succeeded")
+        pledges.append(pledge_mark_paid(pledge=pledge))
+    SandboxEvent.objects.all().delete()  # the confirmations' webhooks are not this test's business
+    TaskRecord.objects.all().delete()
+    start_worker(env={"PAYMENTS_SANDBOX_WEBHOOK_URL": live_server.url + WEBHOOK_URL, "PAYMENTS_REFUND_CHUNK_SIZE": "3"})
+
+    response = api_client(creator).post(f"/api/v1/campaigns/{live_campaign.id}/cancel")
+
+    assert response.status_code == 200
+    refunded = Pledge.objects.filter(id__in=[p.id for p in pledges], status=PledgeStatus.REFUNDED)
+    wait_for(lambda: refunded.count() == 7, timeout=45, message="every pledge refunded")
+    live_campaign.refresh_from_db()
+    assert live_campaign.status == CampaignStatus.CANCELLED
+    assert (live_campaign.pledged_amount, live_campaign.backer_count) == (Decimal("0.00"), 0)
+    assert SandboxRefund.objects.filter(intent__intent_id__in=[p.payment_intent_id for p in pledges]).count() == 7
+    chunks = TaskRecord.objects.filter(name="crowdfund.payments.tasks.campaign_refund_chunk")
+    wait_for(lambda: chunks.count() == 3, message="three chunks (3 + 3 + 1)")
+    wait_for(lambda: all(chunk.state == TaskState.SUCCEEDED for chunk in chunks), message="chunks succeeded")
+    # The refunds' own webhooks came back over HTTP and changed nothing more.
+    wait_for(lambda: PaymentEvent.objects.filter(type="payment.refunded").count() == 7, message="refund webhooks")
+    wait_for(
+        lambda: not PaymentEvent.objects.filter(state=PaymentEventState.RECEIVED).exists(), message="events applied"
+    )
+    assert refunded.count() == 7
+    call_command("payments_check_totals")
