@@ -75,15 +75,42 @@ def task_enqueue(
     record = _new_record(
         task, args=args, kwargs=kwargs, correlation_key=correlation_key, idempotency_key=idempotency_key, eta=eta
     )
-    if idempotency_key is None:
-        record.save(force_insert=True)
-    else:
-        TaskRecord.objects.bulk_create([record], ignore_conflicts=True)
-        existing = TaskRecord.objects.get(idempotency_key=idempotency_key)
-        if existing.id != record.id:
-            return existing
+    if not _record_insert(record):  # its idempotency key was given before
+        return TaskRecord.objects.get(idempotency_key=idempotency_key)
     transaction.on_commit(partial(task_records_publish, [record]), robust=True)
     return record
+
+
+# Plain SQL, prepared on PostgreSQL, as the worker's per-task statements below (and for the same
+# reason): the ORM's insert cost more than running it. A row whose idempotency key exists is not
+# inserted, in the same statement.
+_INSERT_SQL = f"""
+INSERT INTO {TaskRecord._meta.db_table}
+       (id, name, args, kwargs, queue, state, attempts, max_attempts, eta, created_at, correlation_key,
+        idempotency_key, worker, error_type, error_message, traceback, manual_retries)
+VALUES (%s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s, %s, %s, '', '', '', '', 0)
+ON CONFLICT DO NOTHING
+"""
+
+
+def _record_insert(record: TaskRecord) -> bool:
+    """Insert a new `pending` row (in the caller's transaction); False when its idempotency key
+    is taken."""
+    record.created_at = timezone.now()
+    field = TaskRecord._meta.get_field
+    params = [
+        _pk(record.id),
+        record.name,
+        field("args").get_db_prep_value(record.args, connection),
+        field("kwargs").get_db_prep_value(record.kwargs, connection),
+        record.queue,
+        record.max_attempts,
+        _timestamp(record.eta) if record.eta else None,
+        _timestamp(record.created_at),
+        record.correlation_key,
+        record.idempotency_key,
+    ]
+    return _execute_prepared(_INSERT_SQL, params) == 1
 
 
 def task_enqueue_many(task, *, kwargs_list: Iterable[dict], correlation_keys: Iterable[str] | None = None) -> int:
@@ -128,10 +155,20 @@ def task_records_publish(records: Sequence[TaskRecord]) -> int:
             "Publishing paused: %d of %d tasks left unsent: %r", len(records) - len(published), len(records), exc
         )
     if published:
-        TaskRecord.objects.filter(id__in=published, state__in=[TaskState.PENDING, TaskState.RETRYING]).update(
-            state=TaskState.SENT, sent_at=timezone.now()
-        )
+        placeholders = ", ".join(["%s"] * len(published))
+        params = [_timestamp(timezone.now()), *(_pk(task_id) for task_id in published)]
+        _execute_per_task(_MARK_SENT_SQL.format(ids=placeholders, async_commit="{async_commit}"), params)
     return len(published)
+
+
+# Run after each commit that enqueued, so once a request on the web's hot paths: plain prepared
+# SQL, and (on its own) committed without waiting for the disk, like the worker's statements
+# below. Were a database crash to lose it, the row would stay `pending` and the sweeper would
+# publish it again: a duplicate message, which the worker's claim skips.
+_MARK_SENT_SQL = f"""
+UPDATE {TaskRecord._meta.db_table} SET state = 'sent', sent_at = %s
+ WHERE id IN ({{ids}}) AND state IN ('pending', 'retrying') AND {{async_commit}}
+"""
 
 
 def _broker_eta(eta: datetime | None, *, now: datetime) -> datetime | None:
@@ -206,12 +243,18 @@ _ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT N
 def _execute_per_task(sql: str, params: list) -> int:
     """Run one of the worker's per-task statements on Django's connection (so in its transaction,
     if any) and return the number of rows it changed."""
+    # Inside the caller's transaction, the caller's commit decides; setting it would weaken theirs.
+    on_its_own = connection.vendor == "postgresql" and not connection.in_atomic_block
+    return _execute_prepared(sql.format(async_commit=_ASYNC_COMMIT if on_its_own else "1 = 1"), params)
+
+
+def _execute_prepared(sql: str, params: list) -> int:
+    """Run `sql` on Django's connection (so in its transaction, if any), prepared on PostgreSQL;
+    returns the number of rows it changed."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql.format(async_commit="1 = 1"), params)
+            cursor.execute(sql, params)
             return cursor.rowcount
-    # Inside the caller's transaction, the caller's commit decides; setting it would weaken theirs.
-    sql = sql.format(async_commit="1 = 1" if connection.in_atomic_block else _ASYNC_COMMIT)
     connection.ensure_connection()
     # Django's own cursors bind on the client, which rules out prepared statements.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:

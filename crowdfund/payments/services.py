@@ -1,5 +1,6 @@
 """Payments: the webhook inbox, applying payment events to pledges, refunds, closing campaigns at
-their deadline (refunding failed ones in resumable chunks) and reconciliation with the provider."""
+their deadline and cancelling them (refunding failed and cancelled ones in resumable chunks), and
+reconciliation with the provider."""
 
 import logging
 import uuid

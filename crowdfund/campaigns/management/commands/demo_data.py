@@ -14,6 +14,7 @@ from django.utils import timezone
 from crowdfund.accounts.models import User
 from crowdfund.campaigns import services as campaigns
 from crowdfund.campaigns.models import Campaign
+from crowdfund.payments import services as payments
 from crowdfund.pledges import services as pledges
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
@@ -67,7 +68,7 @@ def _campaigns(*, creator: User, backers: list[User]) -> None:
     _finished_campaign(creator, "Folding kayak", Decimal("50.00"), backers)  # reaches its goal
     _finished_campaign(creator, "Smart umbrella", Decimal("90000.00"), backers)  # falls short
     cancelled = _live_campaign(creator, "Hover board", Decimal("20000.00"), backers[:1])
-    campaigns.campaign_cancel(campaign=cancelled)
+    payments.campaign_cancel(campaign=cancelled)  # and its paid pledge refunded
 
 
 def _live_campaign(creator: User, title: str, goal: Decimal, backers: list[User]) -> Campaign:
