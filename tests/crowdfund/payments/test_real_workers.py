@@ -112,15 +112,7 @@ def test_a_failed_campaign_refunds_every_paid_pledge_once_even_when_a_chunk_is_k
     start_worker, live_server, settings
 ):
     campaign = CampaignFactory(live=True, goal_amount=Decimal("100000.00"))
-    pledges = []
-    for _ in range(15):
-        pledge = pledge_create(
-            backer=UserFactory(), campaign=campaign, amount=Decimal("20.00"), idempotency_key=str(uuid.uuid4())
-        )
-        sandbox_intent_confirm(intent_id=pledge.payment_intent_id, outcome="succeeded")
-        pledges.append(pledge_mark_paid(pledge=pledge))
-    SandboxEvent.objects.all().delete()  # the confirmations' webhooks are not this test's business
-    TaskRecord.objects.all().delete()
+    pledges = _paid_pledges(campaign, count=15, amount=Decimal("20.00"))
     campaign.deadline = timezone.now() - timedelta(minutes=1)
     campaign.save(update_fields=["deadline"])
     worker = start_worker(
@@ -156,15 +148,7 @@ def test_a_failed_campaign_refunds_every_paid_pledge_once_even_when_a_chunk_is_k
 def test_a_campaign_its_creator_cancels_through_the_api_has_every_paid_pledge_refunded_once_by_a_worker(
     start_worker, live_server, api_client, creator, live_campaign
 ):
-    pledges = []
-    for _ in range(7):
-        pledge = pledge_create(
-            backer=UserFactory(), campaign=live_campaign, amount=Decimal("15.00"), idempotency_key=str(uuid.uuid4())
-        )
-        sandbox_intent_confirm(intent_id=pledge.payment_intent_id, outcome="succeeded")
-        pledges.append(pledge_mark_paid(pledge=pledge))
-    SandboxEvent.objects.all().delete()  # the confirmations' webhooks are not this test's business
-    TaskRecord.objects.all().delete()
+    pledges = _paid_pledges(live_campaign, count=7, amount=Decimal("15.00"))
     start_worker(env={"PAYMENTS_SANDBOX_WEBHOOK_URL": live_server.url + WEBHOOK_URL, "PAYMENTS_REFUND_CHUNK_SIZE": "3"})
 
     response = api_client(creator).post(f"/api/v1/campaigns/{live_campaign.id}/cancel")
@@ -186,3 +170,18 @@ def test_a_campaign_its_creator_cancels_through_the_api_has_every_paid_pledge_re
     )
     assert refunded.count() == 7
     call_command("payments_check_totals")
+
+
+def _paid_pledges(campaign, *, count: int, amount: Decimal) -> list:
+    """`count` pledges paid at the sandbox, each by a new backer; the ledger and the sandbox's
+    webhooks start empty after them (the confirmations are not the tests' business)."""
+    pledges = []
+    for _ in range(count):
+        pledge = pledge_create(
+            backer=UserFactory(), campaign=campaign, amount=amount, idempotency_key=str(uuid.uuid4())
+        )
+        sandbox_intent_confirm(intent_id=pledge.payment_intent_id, outcome="succeeded")
+        pledges.append(pledge_mark_paid(pledge=pledge))
+    SandboxEvent.objects.all().delete()
+    TaskRecord.objects.all().delete()
+    return pledges
