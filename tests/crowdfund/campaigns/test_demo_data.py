@@ -2,6 +2,7 @@ from django.core.management import call_command
 
 from crowdfund.accounts.models import User
 from crowdfund.campaigns.models import Campaign, CampaignStatus
+from crowdfund.payments import services as payments
 from crowdfund.pledges.models import Pledge, PledgeStatus
 
 
@@ -28,3 +29,16 @@ def test_demo_data_runs_again_without_duplicating_anything(db, capsys):
     out = run_demo_data(capsys)
     assert (User.objects.count(), Campaign.objects.count(), Pledge.objects.count()) == counts
     assert "admin@example.com" in out
+
+
+def test_the_paid_pledges_of_the_failed_and_the_cancelled_demo_campaign_can_be_refunded(db, capsys):
+    run_demo_data(capsys)
+    refunding = Campaign.objects.filter(status__in=[CampaignStatus.FAILED, CampaignStatus.CANCELLED])
+    assert refunding.count() == 2
+    for campaign in refunding:
+        assert campaign.pledges.filter(status=PledgeStatus.PAID).exists()
+        # What the refund chain, enqueued when the campaign failed or was cancelled, runs.
+        payments.campaign_refund_chunk(campaign=campaign, after=None)
+        assert not campaign.pledges.filter(status=PledgeStatus.PAID).exists()
+        campaign.refresh_from_db()
+        assert (campaign.pledged_amount, campaign.backer_count) == (0, 0)
