@@ -3,7 +3,9 @@ from django.core.management import call_command
 from crowdfund.accounts.models import User
 from crowdfund.campaigns.models import Campaign, CampaignStatus
 from crowdfund.payments import services as payments
+from crowdfund.payments.tasks import campaign_refund_chunk
 from crowdfund.pledges.models import Pledge, PledgeStatus
+from tasks.models import TaskRecord
 
 
 def run_demo_data(capsys) -> str:
@@ -37,6 +39,9 @@ def test_the_paid_pledges_of_the_failed_and_the_cancelled_demo_campaign_can_be_r
     assert refunding.count() == 2
     for campaign in refunding:
         assert campaign.pledges.filter(status=PledgeStatus.PAID).exists()
+        assert TaskRecord.objects.filter(
+            name=campaign_refund_chunk.name, correlation_key=f"campaign:{campaign.id}"
+        ).exists()
         # What the refund chain, enqueued when the campaign failed or was cancelled, runs.
         payments.campaign_refund_chunk(campaign=campaign, after=None)
         assert not campaign.pledges.filter(status=PledgeStatus.PAID).exists()
