@@ -129,12 +129,7 @@ def test_a_failed_campaign_refunds_every_paid_pledge_once_even_when_a_chunk_is_k
     [child] = worker.child_pids()
     os.kill(child, signal.SIGKILL)
 
-    refunded = Pledge.objects.filter(id__in=[p.id for p in pledges], status=PledgeStatus.REFUNDED)
-    wait_for(lambda: refunded.count() == 15, timeout=45, message="every pledge refunded")
-    campaign.refresh_from_db()
-    assert campaign.status == CampaignStatus.FAILED
-    assert (campaign.pledged_amount, campaign.backer_count) == (Decimal("0.00"), 0)
-    assert SandboxRefund.objects.filter(intent__intent_id__in=[p.payment_intent_id for p in pledges]).count() == 15
+    _assert_each_refunded_once(campaign, pledges, status=CampaignStatus.FAILED)
     assert SandboxEvent.objects.filter(type="payment.refunded").count() == 15  # one refund each, once
     chunks = TaskRecord.objects.filter(name="crowdfund.payments.tasks.campaign_refund_chunk").order_by("created_at")
     wait_for(lambda: all(chunk.state == TaskState.SUCCEEDED for chunk in chunks), message="chunks succeeded")
@@ -154,12 +149,7 @@ def test_a_campaign_its_creator_cancels_through_the_api_has_every_paid_pledge_re
     response = api_client(creator).post(f"/api/v1/campaigns/{live_campaign.id}/cancel")
 
     assert response.status_code == 200
-    refunded = Pledge.objects.filter(id__in=[p.id for p in pledges], status=PledgeStatus.REFUNDED)
-    wait_for(lambda: refunded.count() == 7, timeout=45, message="every pledge refunded")
-    live_campaign.refresh_from_db()
-    assert live_campaign.status == CampaignStatus.CANCELLED
-    assert (live_campaign.pledged_amount, live_campaign.backer_count) == (Decimal("0.00"), 0)
-    assert SandboxRefund.objects.filter(intent__intent_id__in=[p.payment_intent_id for p in pledges]).count() == 7
+    _assert_each_refunded_once(live_campaign, pledges, status=CampaignStatus.CANCELLED)
     chunks = TaskRecord.objects.filter(name="crowdfund.payments.tasks.campaign_refund_chunk")
     wait_for(lambda: chunks.count() == 3, message="three chunks (3 + 3 + 1)")
     wait_for(lambda: all(chunk.state == TaskState.SUCCEEDED for chunk in chunks), message="chunks succeeded")
@@ -168,7 +158,7 @@ def test_a_campaign_its_creator_cancels_through_the_api_has_every_paid_pledge_re
     wait_for(
         lambda: not PaymentEvent.objects.filter(state=PaymentEventState.RECEIVED).exists(), message="events applied"
     )
-    assert refunded.count() == 7
+    assert Pledge.objects.filter(campaign=live_campaign, status=PledgeStatus.REFUNDED).count() == 7
     call_command("payments_check_totals")
 
 
@@ -185,3 +175,15 @@ def _paid_pledges(campaign, *, count: int, amount: Decimal) -> list:
     SandboxEvent.objects.all().delete()
     TaskRecord.objects.all().delete()
     return pledges
+
+
+def _assert_each_refunded_once(campaign, pledges: list, *, status: str) -> None:
+    """Wait until every pledge is refunded, then check the campaign's status, its totals (zero)
+    and that the sandbox refunded each pledge exactly once."""
+    refunded = Pledge.objects.filter(id__in=[p.id for p in pledges], status=PledgeStatus.REFUNDED)
+    wait_for(lambda: refunded.count() == len(pledges), timeout=45, message="every pledge refunded")
+    campaign.refresh_from_db()
+    assert campaign.status == status
+    assert (campaign.pledged_amount, campaign.backer_count) == (Decimal("0.00"), 0)
+    refunds = SandboxRefund.objects.filter(intent__intent_id__in=[p.payment_intent_id for p in pledges])
+    assert refunds.count() == len(pledges)
