@@ -72,9 +72,13 @@ def campaign_publish(*, campaign: Campaign) -> Campaign:
 
 
 def campaign_cancel(*, campaign: Campaign) -> Campaign:
-    """Draft or live → cancelled, the status only. The API and the admin cancel through
-    crowdfund.payments.services.campaign_cancel, which also refunds a live one's paid pledges."""
-    return _campaign_finish(campaign=campaign, status=CampaignStatus.CANCELLED)
+    """Draft or live → cancelled; the creator and the backers are told in the same transaction.
+    The API and the admin cancel through crowdfund.payments.services.campaign_cancel, which also
+    refunds a live one's paid pledges."""
+    with transaction.atomic():
+        campaign = _campaign_finish(campaign=campaign, status=CampaignStatus.CANCELLED)
+        campaign_outcome_notify(campaign=campaign)
+    return campaign
 
 
 def campaign_close(*, campaign: Campaign) -> Campaign:

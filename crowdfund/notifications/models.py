@@ -9,6 +9,7 @@ class NotificationKind(models.TextChoices):
     REFUND_ISSUED = "refund_issued", "A pledge was refunded"
     CAMPAIGN_SUCCEEDED = "campaign_succeeded", "A campaign I back or run succeeded"
     CAMPAIGN_FAILED = "campaign_failed", "A campaign I back or run failed"
+    CAMPAIGN_CANCELLED = "campaign_cancelled", "A campaign I back or run was cancelled"
     CREATOR_UPDATE_POSTED = "creator_update_posted", "A campaign I back posted an update"
     REPORT_READY = "report_ready", "A report I asked for is ready"
     CREATOR_DAILY_DIGEST = "creator_daily_digest", "Daily digest of my live campaigns"
@@ -34,6 +35,7 @@ KIND_CHANNELS = {
     NotificationKind.REFUND_ISSUED: (NotificationChannel.EMAIL, NotificationChannel.IN_APP),
     NotificationKind.CAMPAIGN_SUCCEEDED: _ALL_CHANNELS,
     NotificationKind.CAMPAIGN_FAILED: _ALL_CHANNELS,
+    NotificationKind.CAMPAIGN_CANCELLED: _ALL_CHANNELS,
     NotificationKind.CREATOR_UPDATE_POSTED: _ALL_CHANNELS,
     NotificationKind.REPORT_READY: _ALL_CHANNELS,
     NotificationKind.CREATOR_DAILY_DIGEST: (NotificationChannel.EMAIL,),

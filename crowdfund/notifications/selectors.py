@@ -6,9 +6,13 @@ from crowdfund.campaigns.models import Campaign, CampaignStatus
 from crowdfund.notifications.models import NotificationKind
 from crowdfund.pledges.models import Pledge, PledgeStatus
 
-# Whose pledges make them a backer worth telling: a failed campaign's backers may have been
-# refunded by the time its message goes out.
-_BACKER_STATUSES = {NotificationKind.CAMPAIGN_FAILED: (PledgeStatus.PAID, PledgeStatus.REFUNDED)}
+# Whose pledges make them a backer worth telling: a failed or cancelled campaign's backers may have
+# been refunded by the time its message goes out, and a cancelled one's pending backers will now
+# never be charged.
+_BACKER_STATUSES = {
+    NotificationKind.CAMPAIGN_FAILED: (PledgeStatus.PAID, PledgeStatus.REFUNDED),
+    NotificationKind.CAMPAIGN_CANCELLED: (PledgeStatus.PENDING, PledgeStatus.PAID, PledgeStatus.REFUNDED),
+}
 
 
 def campaign_backer_ids(*, campaign_id: str, kind: str, after: int, limit: int) -> list[int]:

@@ -14,7 +14,8 @@ The `context` each kind's templates use (amounts are strings, as the API shows t
   pledge_receipt, payment_failed, refund_issued: pledge_id, campaign_title, amount, currency, reward_title
   report_ready: report_id, report_kind, format, campaign_title, download_url, expires_at
   creator_daily_digest: date, campaigns: [{title, pledged_amount, currency, backer_count, deadline}]
-  campaign_succeeded, campaign_failed, creator_update_posted: built from the subject (fan-out).
+  campaign_succeeded, campaign_failed, campaign_cancelled, creator_update_posted: built from the
+  subject (fan-out).
 A subject naming a pledge, update or campaign ("pledge:<uuid>", ...) fills in what it can from
 that object (the campaign's title, say); the caller's context wins where both have a key.
 Missing keys render as blanks, never as errors.
@@ -140,16 +141,19 @@ def campaign_update_notify_backers(*, update: CampaignUpdate) -> None:
     _fanout_start(kind=NotificationKind.CREATOR_UPDATE_POSTED, subject=f"update:{update.id}", campaign=update.campaign)
 
 
+_OUTCOME_KINDS = {
+    CampaignStatus.SUCCEEDED: NotificationKind.CAMPAIGN_SUCCEEDED,
+    CampaignStatus.FAILED: NotificationKind.CAMPAIGN_FAILED,
+    CampaignStatus.CANCELLED: NotificationKind.CAMPAIGN_CANCELLED,
+}
+
+
 def campaign_outcome_notify(*, campaign: Campaign) -> None:
-    """Tell the creator and every backer that `campaign` succeeded or failed. Callable inside the
-    closing transaction: nothing is sent unless it commits."""
-    if campaign.status not in (CampaignStatus.SUCCEEDED, CampaignStatus.FAILED):
-        raise ValueError(f"campaign {campaign.id} is {campaign.status}, not closed")
-    kind = (
-        NotificationKind.CAMPAIGN_SUCCEEDED
-        if campaign.status == CampaignStatus.SUCCEEDED
-        else NotificationKind.CAMPAIGN_FAILED
-    )
+    """Tell the creator and every backer that `campaign` succeeded, failed or was cancelled.
+    Callable inside the closing (or cancelling) transaction: nothing is sent unless it commits."""
+    kind = _OUTCOME_KINDS.get(campaign.status)
+    if kind is None:
+        raise ValueError(f"campaign {campaign.id} is {campaign.status}, not finished")
     subject = f"campaign:{campaign.id}"
     notification_send(kind=kind, recipient=campaign.creator, subject=subject, context={"is_creator": True})
     _fanout_start(kind=kind, subject=subject, campaign=campaign)

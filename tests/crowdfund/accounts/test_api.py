@@ -163,7 +163,7 @@ def test_notification_preferences_are_all_on_by_default(api_client, backer):
     response = api_client(backer).get("/api/v1/me/notification-preferences")
     assert response.status_code == 200
     preferences = response.json()["preferences"]
-    assert len(preferences) == 20  # each kind on the channels it goes out on
+    assert len(preferences) == 23  # each kind on the channels it goes out on
     assert all(p["enabled"] for p in preferences)
 
 

@@ -9,6 +9,7 @@ from django.utils.html import escape
 from crowdfund.accounts.models import Device
 from crowdfund.accounts.services import device_register, notification_preferences_set
 from crowdfund.campaigns.models import CampaignStatus
+from crowdfund.campaigns.services import campaign_cancel
 from crowdfund.notifications import services
 from crowdfund.notifications.channels import TransientChannelError
 from crowdfund.notifications.models import (
@@ -163,7 +164,7 @@ def test_each_kind_has_its_own_subject_and_body(backer, send_all, kind, context,
     assert "&quot;" not in email.body  # the text part is not HTML-escaped
 
 
-FANOUT_KINDS = ["creator_update_posted", "campaign_succeeded", "campaign_failed"]
+FANOUT_KINDS = ["creator_update_posted", "campaign_succeeded", "campaign_failed", "campaign_cancelled"]
 
 
 @pytest.mark.parametrize("kind", [k[0] for k in KINDS] + FANOUT_KINDS)
@@ -258,6 +259,26 @@ def test_the_campaign_outcome_reaches_the_creator_and_every_backer(send_all, set
     assert bodies[campaign.creator.email].startswith('Your campaign "Solar Kettle" reached its goal')
     assert bodies[backers[0].email].startswith('"Solar Kettle", which you back, reached its goal')
     assert {m.subject for m in mail.outbox} == {"Solar Kettle was funded!"}
+
+
+def test_a_cancelled_campaign_tells_its_creator_and_every_backer_paid_refunded_or_still_pending(send_all):
+    campaign = CampaignFactory(live=True, title="Solar Kettle")
+    backers = [
+        PledgeFactory(campaign=campaign, status=status).backer
+        for status in (PledgeStatus.PAID, PledgeStatus.REFUNDED, PledgeStatus.PENDING)
+    ]
+    PledgeFactory(campaign=campaign, status=PledgeStatus.FAILED)  # never going to pay: not told
+
+    campaign_cancel(campaign=campaign)
+    send_all()
+    run_fanout_chain()
+
+    recipients = sorted(m.to[0] for m in mail.outbox)
+    assert recipients == sorted([campaign.creator.email, *(b.email for b in backers)])
+    bodies = {m.to[0]: m.body for m in mail.outbox}
+    assert bodies[campaign.creator.email].startswith('Your campaign "Solar Kettle" was cancelled.')
+    assert bodies[backers[2].email].startswith('"Solar Kettle", which you back, was cancelled. You will not be charged')
+    assert {m.subject for m in mail.outbox} == {"Solar Kettle was cancelled"}
 
 
 def test_a_transient_smtp_error_puts_the_message_back_for_a_retry(backer):

@@ -160,6 +160,10 @@ def test_cancelling_a_live_campaign_refunds_every_paid_pledge_exactly_once_in_ch
     assert pending.status == PledgeStatus.PENDING
     assert (campaign.pledged_amount, campaign.backer_count) == (Decimal("0.00"), 0)
     assert OutboxMessage.objects.filter(kind=NotificationKind.REFUND_ISSUED).values("subject").distinct().count() == 5
+    cancelled_notice = OutboxMessage.objects.about(
+        kind=NotificationKind.CAMPAIGN_CANCELLED, subject=f"campaign:{campaign.id}"
+    )
+    assert cancelled_notice.filter(recipient=creator).exists()
     call_command("payments_check_totals")
 
 
