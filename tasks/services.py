@@ -154,10 +154,8 @@ def task_records_publish(records: Sequence[TaskRecord]) -> int:
         log.warning(
             "Publishing paused: %d of %d tasks left unsent: %r", len(records) - len(published), len(records), exc
         )
-    if published:
-        placeholders = ", ".join(["%s"] * len(published))
-        params = [_timestamp(timezone.now()), *(_pk(task_id) for task_id in published)]
-        _execute_per_task(_MARK_SENT_SQL.format(ids=placeholders, async_commit="{async_commit}"), params)
+    for start in range(0, len(published), BATCH_SIZE):  # a fan-out may publish more ids than a statement takes
+        _records_mark_sent(published[start : start + BATCH_SIZE])
     return len(published)
 
 
@@ -169,6 +167,12 @@ _MARK_SENT_SQL = f"""
 UPDATE {TaskRecord._meta.db_table} SET state = 'sent', sent_at = %s
  WHERE id IN ({{ids}}) AND state IN ('pending', 'retrying') AND {{async_commit}}
 """
+
+
+def _records_mark_sent(ids: list) -> None:
+    placeholders = ", ".join(["%s"] * len(ids))
+    params = [_timestamp(timezone.now()), *(_pk(task_id) for task_id in ids)]
+    _execute_per_task(_MARK_SENT_SQL.format(ids=placeholders, async_commit="{async_commit}"), params)
 
 
 def _broker_eta(eta: datetime | None, *, now: datetime) -> datetime | None:
