@@ -165,14 +165,13 @@ def task_records_publish(records: Sequence[TaskRecord]) -> int:
 # publish it again: a duplicate message, which the worker's claim skips.
 _MARK_SENT_SQL = f"""
 UPDATE {TaskRecord._meta.db_table} SET state = 'sent', sent_at = %s
- WHERE id IN ({{ids}}) AND state IN ('pending', 'retrying') AND {{async_commit}}
+ WHERE id IN (<ids>) AND state IN ('pending', 'retrying') AND {{async_commit}}
 """
 
 
 def _records_mark_sent(ids: list) -> None:
-    placeholders = ", ".join(["%s"] * len(ids))
-    params = [_timestamp(timezone.now()), *(_pk(task_id) for task_id in ids)]
-    _execute_per_task(_MARK_SENT_SQL.format(ids=placeholders, async_commit="{async_commit}"), params)
+    sql = _MARK_SENT_SQL.replace("<ids>", ", ".join(["%s"] * len(ids)))  # a placeholder per id
+    _execute_per_task(sql, [_timestamp(timezone.now()), *(_pk(task_id) for task_id in ids)])
 
 
 def _broker_eta(eta: datetime | None, *, now: datetime) -> datetime | None:

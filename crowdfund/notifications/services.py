@@ -246,7 +246,8 @@ def _send_atomic(channel, ids: list[int], *, run_id: str, final_attempt: bool, s
             locked = _claimable(ids, lock=True)
             if locked:
                 outcomes = channel.deliver(render_messages(locked, shared=shared))
-                _record_outcomes(list(zip([row.id for row in locked], outcomes, strict=True)), count_attempt=True)
+                results = [(row.id, outcome) for row, outcome in zip(locked, outcomes, strict=True)]
+                _record_outcomes(results, count_attempt=True)
     except TransientChannelError as exc:
         if final_attempt:
             _record_failure(ids, error=str(exc))
