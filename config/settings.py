@@ -79,6 +79,12 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Fail fast when PostgreSQL is unreachable, so /health/ answers within seconds.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+    # The task platform's per-task statements ask to be prepared (tasks.services); Django turns
+    # prepared statements off unless this is set, and then they are parsed and planned every time.
+    # Django's own queries bind on the client and are never prepared. Off behind a pooler in
+    # transaction mode that cannot keep them (PgBouncer before 1.21; see docs/operations.md).
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

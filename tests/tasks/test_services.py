@@ -115,6 +115,22 @@ def test_a_redelivered_message_reruns_a_run_cancelled_when_its_worker_lost_the_b
 
 
 @pytest.mark.django_db
+def test_the_per_task_statements_are_prepared_on_djangos_connection():
+    # Django turns prepared statements off unless the settings ask for them; without them every
+    # claim and finish is parsed and planned again (a third of its time).
+    row = ledger_row(state=TaskState.SENT, attempts=0, max_attempts=6)
+
+    assert claim(row, retries=0)
+    services.task_record_succeed(task_id=str(row.id), runtime=0.01)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert any("SET state = 'started'" in statement for statement in prepared)
+    assert any("SET state = 'succeeded'" in statement for statement in prepared)
+
+
+@pytest.mark.django_db
 def test_a_retry_reruns_a_run_that_could_not_record_its_end_but_a_duplicate_does_not():
     # The database was down as the run failed: its row still says started, its retry was published.
     unrecorded = ledger_row(state=TaskState.STARTED, attempts=1, max_attempts=6)
