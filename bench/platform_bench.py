@@ -13,7 +13,7 @@ import time
 from bench.harness import setup_django, start_worker, stop
 
 TASKS = int(os.environ.get("BENCH_TASKS", "20000"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TARGET_RATIO = 0.80
 
 
