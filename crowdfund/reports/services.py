@@ -138,7 +138,7 @@ def _rows_write(*, report: Report, path: str) -> int:
     chunk_size = settings.REPORTS_CHUNK_SIZE
     source = selectors.report_rows(report=report, chunk_size=chunk_size)
     progress = _Progress(report=report, total=source.total)
-    writer = writer_open(format=report.format, path=path)
+    writer = writer_open(format=report.format, path=path, ready_rows=source.ready)
     rows = iter(source.rows)
     written = 0
     try:
