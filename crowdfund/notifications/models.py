@@ -90,8 +90,11 @@ class OutboxMessage(models.Model):
                 fields=["recipient", "kind", "subject", "channel"], name="outbox_message_unique_per_channel"
             ),
         ]
+        # Few indexes: each is written again at every change of state (claimed, sent). The unique
+        # constraint's index (recipient first) serves "these recipients' rows about this"; one on
+        # (kind, subject, recipient) was dropped: for a subject new to the statistics, PostgreSQL
+        # used it for that lookup and scanned every row of the subject.
         indexes = [
-            models.Index(fields=["kind", "subject", "recipient"], name="outbox_about_idx"),
             models.Index(fields=["state", "-created_at"], name="outbox_state_idx"),
             models.Index(
                 fields=["claimed_at"], name="outbox_sending_idx", condition=Q(state="sending")

@@ -184,10 +184,16 @@ def fanout_chunk_send(*, kind: str, subject: str, campaign_id: str, after: int, 
         recipient_ids = selectors.campaign_backer_ids(campaign_id=campaign_id, kind=kind, after=after, limit=size)
         if not recipient_ids:
             return
-        _outbox_insert(kind=kind, subject=subject, recipient_ids=recipient_ids, context={})
+        inserted = _outbox_insert(kind=kind, subject=subject, recipient_ids=recipient_ids, context={})
         if len(recipient_ids) == size:
             _fanout_enqueue(kind=kind, subject=subject, campaign_id=campaign_id, after=recipient_ids[-1])
-    messages = OutboxMessage.objects.about(kind=kind, subject=subject).filter(recipient_id__in=recipient_ids)
+    if len(inserted) == len(recipient_ids) * len(KIND_CHANNELS[kind]):  # the chunk's first run: its rows by id
+        messages = OutboxMessage.objects.filter(id__in=[message_id for message_id, _ in inserted])
+    else:
+        # A redelivered chunk: some of its rows were there before, so look them up by recipient.
+        # PostgreSQL may plan that lookup badly for a subject it has no statistics for yet (it
+        # was seen scanning every row of the fan-out), hence the ids above in the common case.
+        messages = OutboxMessage.objects.about(kind=kind, subject=subject).filter(recipient_id__in=recipient_ids)
     _send(messages, run_id=run_id, final_attempt=final_attempt)
 
 
