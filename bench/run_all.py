@@ -38,26 +38,37 @@ def main() -> None:
         module = importlib.import_module(f"bench.{name}")
         sections.append(module.run())
         if selected != BENCHMARKS:
-            print(f"Wrote {write_section(sections[-1])}")
+            print(f"Wrote {write_section(_stamped(sections[-1]))}")
         else:  # a benchmark failing late must not cost the figures already measured
             PARTIAL.write_text("\n".join(sections))
             print(f"Sections so far in {PARTIAL}", flush=True)
     if selected != BENCHMARKS:
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     header = [
         "# Benchmarks",
         "",
         "Written by `make bench` (`python -m bench.run_all`); do not edit by hand.",
         "",
         f"- Machine: {machine()}",
-        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit.strip() or 'unknown'}",
+        f"- Date: {_now_and_commit()}",
         f"- Duration of the whole run: {time.monotonic() - started:.0f} s",
         "",
     ]
     output = ROOT / "docs" / "benchmarks.md"
     output.write_text("\n".join(header + sections))
     print(f"Wrote {output}")
+
+
+def _now_and_commit() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit.strip() or 'unknown'}"
+
+
+def _stamped(section: str) -> str:
+    """A section measured on its own says when and on which commit, under its heading: the
+    header's date and commit are the last full run's."""
+    heading, rest = section.split("\n", 1)
+    return f"{heading}\n\nMeasured on its own: {_now_and_commit()}.\n{rest}"
 
 
 if __name__ == "__main__":
