@@ -9,7 +9,7 @@ from functools import partial
 
 import psycopg
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -246,24 +246,21 @@ _ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT N
 def _execute_per_task(sql: str, params: list) -> int:
     """Run one of the worker's per-task statements on Django's connection (so in its transaction,
     if any) and return the number of rows it changed."""
-    db = connections[DEFAULT_DB_ALIAS]
     # Inside the caller's transaction, the caller's commit decides; setting it would weaken theirs.
-    on_its_own = db.vendor == "postgresql" and not db.in_atomic_block
+    on_its_own = connection.vendor == "postgresql" and not connection.in_atomic_block
     return _execute_prepared(sql.format(async_commit=_ASYNC_COMMIT if on_its_own else "1 = 1"), params)
 
 
 def _execute_prepared(sql: str, params: list) -> int:
     """Run `sql` on Django's connection (so in its transaction, if any), prepared on PostgreSQL
     (settings: DATABASE_PREPARED_STATEMENTS); returns the number of rows it changed."""
-    # The connection itself, not the `connection` proxy: every attribute of that is a lookup.
-    db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql":
-        with db.cursor() as cursor:
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount
-    db.ensure_connection()
+    connection.ensure_connection()
     # Django's own cursors bind on the client, which rules out prepared statements.
-    with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.rowcount
 
