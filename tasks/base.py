@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
-from celery.signals import task_failure
+from celery.signals import task_failure, worker_process_init, worker_process_shutdown
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
@@ -155,3 +155,15 @@ def record_failure_seen_by_the_main_process(sender=None, task_id=None, exception
     the worker's main process does it here."""
     if isinstance(sender, PlatformTask) and isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
         sender._write_outcome_for(task_id, services.task_record_fail, **_error_fields(exception, einfo))
+
+
+@worker_process_init.connect
+def open_the_worker_ledger_connection(**kwargs):
+    """Prefork worker processes claim runs and record successes on a connection of their own
+    (services.WorkerLedgerConnection)."""
+    services.worker_ledger.start()
+
+
+@worker_process_shutdown.connect
+def close_the_worker_ledger_connection(**kwargs):
+    services.worker_ledger.stop()
