@@ -4,6 +4,7 @@ and the maintenance jobs. Domain code calls `task_enqueue` (or `task_enqueue_man
 import contextlib
 import logging
 import os
+import select
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -355,10 +356,11 @@ class WorkerLedgerConnection:
     Nothing is weakened. The success write is with the kernel, on its way to PostgreSQL, before
     the task returns and so before its message is acknowledged; a process killed just after still
     delivers it (TCP sends what was written before the socket closes), and PostgreSQL runs it as
-    it reads it. If its answer says it failed, or the connection broke first, it is written again,
-    waited for, on Django's connection; if that fails too, the row stays `started` as it did
-    before and task_records_recover_stuck fails it as lost. A claim that fails here is reported as
-    the database error it is, so the run is retried later, as on Django's connection.
+    it reads it. If its answer says it failed, or the connection broke first, it is written again
+    on a new connection, waited for; if PostgreSQL is down, the row stays `started`, as it did when
+    the write was waited for, and task_records_recover_stuck fails it as lost. A claim that fails
+    is reported as the database error it is, so the run is retried later, as on Django's
+    connection (it is never sent twice: the first may have been run).
 
     Started by the worker_process_init signal (tasks.base), so used in prefork worker processes
     only: web and test processes, and statements inside a transaction, use Django's connection.
@@ -395,18 +397,12 @@ class WorkerLedgerConnection:
             raise OperationalError(f"Claiming the run failed: {exc}") from exc
 
     def send_success(self, task_id, params: list) -> bool:
-        """Send the success write without waiting; False when this process does not use this
-        connection, or it failed before sending (the caller then writes it, waited for)."""
+        """Send the success write without waiting for its answer; False when this process does
+        not use this connection (the caller writes it on Django's)."""
         if not self._in_use():
             return False
         self.settle()
-        try:
-            self._send(_SUCCEED_SQL, params)
-        except psycopg.Error as exc:
-            log.warning("The ledger connection failed; recording the success of %s on Django's: %r", task_id, exc)
-            self._close()
-            return False
-        self._in_flight = (task_id, params)
+        self._write_success(task_id, params, wait=False)
         return True
 
     def settle(self) -> None:
@@ -417,14 +413,26 @@ class WorkerLedgerConnection:
         self._in_flight = None
         try:
             self._rows_changed()
-            return
         except psycopg.Error as exc:
             log.warning("The success of %s was not recorded (%s); writing it again", task_id, exc)
-        self._close()
-        try:
-            _execute_per_task(_SUCCEED_SQL, params)
-        except DatabaseError:
-            log.exception("Could not record the success of %s; its row stays started", task_id)
+            self._close()
+            self._write_success(task_id, params, wait=True)
+
+    def _write_success(self, task_id, params: list, *, wait: bool) -> None:
+        """Send the success write, on a new connection if this one turns out broken (the write
+        changes nothing when made twice); waiting for its answer, or leaving it in flight."""
+        for attempt in (1, 2):
+            try:
+                self._send(_SUCCEED_SQL, params)
+                if wait:
+                    self._rows_changed()
+                else:
+                    self._in_flight = (task_id, params)
+                return
+            except psycopg.Error as exc:
+                self._close()
+                if attempt == 2:
+                    log.error("Could not record the success of %s; its row stays started: %r", task_id, exc)
 
     def _in_use(self) -> bool:
         # In a transaction, the caller's connection decides.
@@ -440,9 +448,19 @@ class WorkerLedgerConnection:
         pgconn.flush()  # a blocking connection: returns once all of it is with the kernel
 
     def _rows_changed(self) -> int:
-        """Read one statement's answer (blocking until it comes)."""
+        """Read one statement's answer, waiting for it if need be."""
         pgconn = self._database.connection.pgconn
-        answers = list(iter(pgconn.get_result, None))
+        answers = []
+        while True:
+            # libpq's own blocking read would hold the GIL and defer signal handlers (the soft
+            # time limit) for as long as it waits: wait in select() instead, as psycopg does.
+            while pgconn.is_busy():
+                select.select([pgconn.socket], [], [])
+                pgconn.consume_input()
+            answer = pgconn.get_result()
+            if answer is None:
+                break
+            answers.append(answer)
         failed = [answer for answer in answers if answer.status != pq.ExecStatus.COMMAND_OK]
         if failed or not answers:
             message = failed[0].error_message.decode(errors="replace") if failed else "no answer"
@@ -450,25 +468,41 @@ class WorkerLedgerConnection:
         return int(answers[0].command_tuples or 0)
 
     def _connection(self):
+        """The connection, opened (or opened again) if it is not, or if PostgreSQL closed it."""
+        if self._database is not None and self._was_closed_by_the_server():
+            self._close()
         if self._database is None:
-            self._database = connections.create_connection(DEFAULT_DB_ALIAS)
+            database = connections.create_connection(DEFAULT_DB_ALIAS)
             try:
-                self._database.ensure_connection()
-            except DatabaseError as exc:
-                self._database = None
-                raise psycopg.OperationalError(str(exc)) from exc
-            pgconn = self._database.connection.pgconn
-            pgconn.nonblocking = 0  # only this class uses it: plain blocking libpq calls
-            # Named, so that ops can tell these connections apart in pg_stat_activity.
-            pgconn.exec_(f"SET application_name = '{LEDGER_APPLICATION_NAME}'".encode())
-            # As Django's connection: prepared unless the settings say no (DATABASE_PREPARED_STATEMENTS).
-            self._prepared = self._database.settings_dict["OPTIONS"].get("prepare_threshold") is not None
-            if self._prepared:
-                for sql, name in _LEDGER_STATEMENT_NAMES.items():
-                    answer = pgconn.prepare(name, _libpq_sql(sql))
-                    if answer.status != pq.ExecStatus.COMMAND_OK:
-                        raise psycopg.OperationalError(answer.error_message.decode(errors="replace"))
+                database.ensure_connection()
+                self._prepare(database.connection.pgconn, database.settings_dict["OPTIONS"])
+            except (DatabaseError, psycopg.Error) as exc:
+                with contextlib.suppress(DatabaseError):
+                    database.close()
+                raise psycopg.OperationalError(f"Could not open the ledger connection: {exc}") from exc
+            self._database = database
         return self._database.connection.pgconn
+
+    def _was_closed_by_the_server(self) -> bool:
+        # Between statements PostgreSQL has nothing to say, except as it closes the connection
+        # (a restart, an idle timeout, pg_terminate_backend): then there is something to read.
+        try:
+            readable, _, _ = select.select([self._database.connection.pgconn.socket], [], [], 0)
+        except (psycopg.Error, OSError):
+            return True
+        return bool(readable)
+
+    def _prepare(self, pgconn, options) -> None:
+        pgconn.nonblocking = 0  # only this class uses it: plain blocking libpq calls
+        # Named, so that ops can tell these connections apart in pg_stat_activity.
+        setup = [pgconn.exec_(f"SET application_name = '{LEDGER_APPLICATION_NAME}'".encode())]
+        # As Django's connection: prepared unless the settings say no (DATABASE_PREPARED_STATEMENTS).
+        self._prepared = options.get("prepare_threshold") is not None
+        if self._prepared:
+            setup += [pgconn.prepare(name, _libpq_sql(sql)) for sql, name in _LEDGER_STATEMENT_NAMES.items()]
+        for answer in setup:
+            if answer.status != pq.ExecStatus.COMMAND_OK:
+                raise psycopg.OperationalError(answer.error_message.decode(errors="replace"))
 
     def _close(self) -> None:
         if self._database is not None:

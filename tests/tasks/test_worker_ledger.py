@@ -1,6 +1,8 @@
 """A worker process's own ledger connection (services.WorkerLedgerConnection): the claim waits for
 its answer, the success write does not, and a write lost with its connection is made again."""
 
+import threading
+
 import psycopg
 import pytest
 from django.db import OperationalError, connection, transaction
@@ -71,18 +73,31 @@ def test_a_success_write_lost_with_its_connection_is_written_again(ledger):
     assert TaskRecord.objects.get(id=row.id).state == TaskState.SUCCEEDED
 
 
-def test_a_claim_on_a_broken_connection_is_a_database_error_and_the_next_one_reconnects(ledger):
+def test_a_claim_cut_off_is_a_database_error_and_the_next_one_runs_on_a_new_connection(ledger):
+    row = ledger_row(state=TaskState.SENT, attempts=0, max_attempts=6)
+    # Another session holds the row, so the claim waits in PostgreSQL; its connection is cut then.
+    with psycopg.connect(**connection.get_connection_params(), autocommit=False) as holder:
+        holder.execute("SELECT 1 FROM tasks_taskrecord WHERE id = %s FOR UPDATE", [row.id])
+        cut = threading.Timer(0.5, terminate_the_ledger_connection)
+        cut.start()
+        # A database error, which PlatformTask answers by retrying the run later.
+        with pytest.raises(OperationalError):
+            claim(row)
+        cut.join()
+        holder.rollback()
+
+    assert claim(row)
+    assert TaskRecord.objects.get(id=row.id).attempts == 1
+
+
+def test_a_connection_postgresql_closed_while_idle_is_opened_again_before_the_claim(ledger):
     first = ledger_row(state=TaskState.SENT, attempts=0, max_attempts=6)
     second = ledger_row(state=TaskState.SENT, attempts=0, max_attempts=6)
     assert claim(first)
-    terminate_the_ledger_connection()
-
-    # A database error, which PlatformTask answers by retrying the run later.
-    with pytest.raises(OperationalError):
-        claim(second)
+    terminate_the_ledger_connection()  # as a PostgreSQL restart does
 
     assert claim(second)
-    assert TaskRecord.objects.get(id=second.id).attempts == 1
+    assert TaskRecord.objects.get(id=second.id).state == TaskState.STARTED
 
 
 def test_inside_a_transaction_it_leaves_the_statements_to_djangos_connection(ledger):
