@@ -101,11 +101,11 @@ def run() -> str:
     ]  # fmt: skip
     for number, ((plain, platform), r) in enumerate(zip(rounds, ratios, strict=True), start=1):
         lines.append(
-            f"| {number} | {plain['drain_per_s']:,.0f} | {platform['drain_per_s']:,.0f} | {r:.2f} | "
+            f"| {number} | {plain['drain_per_s']:,.0f} | {platform['drain_per_s']:,.0f} | {r:.3f} | "
             f"{plain['enqueue_per_s']:,.0f} | {platform['enqueue_per_s']:,.0f} | {platform['succeeded_records']:,} |"
         )
     verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-    lines += ["", f"Median ratio **{ratio:.2f}** (target ≥ {TARGET_RATIO:.2f}: {verdict}).", ""]
+    lines += ["", f"Median ratio **{ratio:.3f}** (target ≥ {TARGET_RATIO:.2f}: {verdict}).", ""]
     return "\n".join(lines)
 
 

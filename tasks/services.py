@@ -349,9 +349,9 @@ class WorkerLedgerConnection:
     answer it reads only at the next claim.
 
     A run's end then costs no round trip, and neither statement goes through the cursor machinery
-    of psycopg and Django. Measured here on the drain benchmark: the platform went from about 0.76
-    of plain Celery's rate to 0.79, and a worker process's CPU per task from 0.72 ms to 0.65 ms.
-    With PostgreSQL on another host, each round trip saved is worth more.
+    of psycopg and Django. Measured here on the drain benchmark (docs/benchmarks.md): the platform
+    went from about 0.76 of plain Celery's rate to about 0.795. With PostgreSQL on another host,
+    each round trip saved is worth more.
 
     Nothing is weakened. The success write is with the kernel, on its way to PostgreSQL, before
     the task returns and so before its message is acknowledged; a process killed just after still
