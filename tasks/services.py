@@ -389,6 +389,10 @@ class WorkerLedgerConnection:
         if not self._in_use():
             return None
         self.settle()
+        # A claim may follow a long idle spell; a success write follows its claim, and one that
+        # finds the connection closed is written again anyway (settle), so only claims check.
+        if self._database is not None and self._was_closed_by_the_server():
+            self._close()
         try:
             self._send(_CLAIM_SQL, params)
             return self._rows_changed()
@@ -468,9 +472,7 @@ class WorkerLedgerConnection:
         return int(answers[0].command_tuples or 0)
 
     def _connection(self):
-        """The connection, opened (or opened again) if it is not, or if PostgreSQL closed it."""
-        if self._database is not None and self._was_closed_by_the_server():
-            self._close()
+        """The connection, opened if it is not (again, after _close)."""
         if self._database is None:
             database = connections.create_connection(DEFAULT_DB_ALIAS)
             try:
