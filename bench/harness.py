@@ -55,24 +55,51 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {memory}, Python {platform.python_version()}"
 
 
+def _spawn(command: list[str], *, log_name: str) -> subprocess.Popen:
+    log = open(ROOT / "var" / f"{log_name}.log", "w")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+class BenchWorker:
+    """A real prefork worker and, beside it, the dispatcher that publishes what the benchmark
+    enqueues (as every deployment runs one)."""
+
+    def __init__(self, worker: subprocess.Popen, dispatcher: subprocess.Popen):
+        self.worker, self.dispatcher = worker, dispatcher
+
+    def stop(self) -> None:
+        stop(self.worker)
+        stop(self.dispatcher)
+
+
+def start_dispatcher(*, log_name: str) -> subprocess.Popen:
+    """`manage.py run_dispatcher`: publishes what is enqueued (it needs no warm-up: its first pass
+    publishes whatever was enqueued before it listened)."""
+    return _spawn([sys.executable, "manage.py", "run_dispatcher"], log_name=log_name)
+
+
 def start_worker(*, queues: str, concurrency: int, include: str = "bench.bench_tasks", hostname: str = "bench"):
-    """A real prefork worker; returns the process once it answers a ping."""
+    """A real prefork worker with its dispatcher; returns them once the worker answers a ping."""
     from config.celery import app
 
-    log = open(ROOT / "var" / f"{hostname}.log", "w")  # noqa: SIM115 - lives as long as the worker
-    process = subprocess.Popen(
+    dispatcher = start_dispatcher(log_name=f"{hostname}-dispatcher")
+    process = _spawn(
         [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "-Q", queues, "-c", str(concurrency),
          "-n", f"{hostname}@%h", "--include", include, "--without-mingle", "--without-gossip", "-l", LOG_LEVEL],
-        cwd=ROOT, env={**os.environ}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        log_name=hostname,
     )  # fmt: skip
+    started = BenchWorker(process, dispatcher)
     deadline = time.monotonic() + 60
     while not app.control.ping(destination=[f"{hostname}@{platform.node()}"], timeout=0.5):
         if time.monotonic() > deadline or process.poll() is not None:
+            started.stop()
             raise RuntimeError(f"bench worker did not start; see var/{hostname}.log")
-    return process
+    return started
 
 
-def stop(process) -> None:
+def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(60)

@@ -73,8 +73,9 @@ def run() -> str:
         while (share := _paid_share(seed["campaigns"]))[0] < share[1] and time.monotonic() < deadline:
             time.sleep(1)
     finally:
-        for process in [*workers, gunicorn]:
-            stop(process)
+        for worker in workers:
+            worker.stop()
+        stop(gunicorn)
     return _section(stats, share)
 
 

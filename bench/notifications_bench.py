@@ -16,7 +16,7 @@ from pathlib import Path
 # A database of its own when run alone: 100,000 seeded backers are not wanted by other benchmarks.
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdfund_bench_notifications")
 
-from bench.harness import machine, run_alone, start_worker, stop  # noqa: E402
+from bench.harness import machine, run_alone, start_worker  # noqa: E402
 
 BACKERS = int(os.environ.get("BENCH_BACKERS", "100000"))
 NOOP_TASKS = int(os.environ.get("BENCH_NOOP_TASKS", "20000"))
@@ -111,7 +111,7 @@ def _noop_rate() -> float:
             time.sleep(0.05)
         return NOOP_TASKS / (time.monotonic() - started)
     finally:
-        stop(worker)
+        worker.stop()
 
 
 def _peak_memory_mb(process) -> dict[int, float]:
@@ -146,7 +146,7 @@ def _fanout(campaign) -> dict:
             time.sleep(1)
         memory = _peak_memory_mb(worker)
     finally:
-        stop(worker)
+        worker.stop()
     last = OutboxMessage.objects.aggregate(last=Max("updated_at"))["last"]
     seconds = (last - update.created_at).total_seconds()
     sent = OutboxMessage.objects.filter(state=OutboxState.SENT).count()

@@ -18,7 +18,7 @@ os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/
 os.environ.setdefault("PAYMENTS_SANDBOX_WEBHOOK_SECRET", secrets.token_hex(16))
 
 from bench import web  # noqa: E402
-from bench.harness import machine, run_alone, start_worker, stop  # noqa: E402
+from bench.harness import machine, run_alone, start_dispatcher, start_worker, stop  # noqa: E402
 
 END_TO_END_EVENTS = int(os.environ.get("BENCH_PAYMENT_EVENTS", "20000"))
 END_TO_END_CAMPAIGNS = 50
@@ -93,8 +93,11 @@ def _webhooks(path: str, events: list[tuple[str, str, str]]) -> list[tuple]:
 
 
 def _ingest(base: str, sync_events) -> list[tuple[str, dict]]:
+    """The three endpoints one after the other, with a dispatcher running: it publishes what the
+    webhooks enqueue, on the same cores (no worker takes the processing tasks)."""
     fake = [(f"pi_ingest_{uuid.uuid4().hex}", "10.00", "EUR") for _ in range(INGEST_EVENTS)]  # no pledge
     results = []
+    dispatcher = start_dispatcher(log_name="bench-payments-dispatcher")
     for name, path, to_send in [
         ("trivial: DRF APIView, small JSON, no database", "/bench/trivial", None),
         ("webhook ingest: verify, store, enqueue (async)", WEBHOOK_PATH, lambda: _webhooks(WEBHOOK_PATH, fake)),
@@ -103,6 +106,7 @@ def _ingest(base: str, sync_events) -> list[tuple[str, dict]]:
     ]:  # fmt: skip
         print(f"Payments: {name} ...", flush=True)
         results.append((name, web.load(base + path, to_send and to_send())))
+    stop(dispatcher)
     return results
 
 
@@ -136,7 +140,7 @@ def _end_to_end(base: str, events, campaign_ids, *, workers: list[tuple[str, int
             time.sleep(0.5)
     finally:
         for process in processes:
-            stop(process)
+            process.stop()
     stored = PaymentEvent.objects.filter(intent_id__in=[e[0] for e in events])
     paid = pledges.filter(status="paid")
     times = {**stored.aggregate(first=Min("received_at"), last_stored=Max("received_at")),

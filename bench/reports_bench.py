@@ -19,7 +19,7 @@ from pathlib import Path
 # A database of its own: a million seeded pledges are not wanted by the other benchmarks.
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdfund_bench_reports")
 
-from bench.harness import machine, run_alone, start_worker, stop  # noqa: E402
+from bench.harness import machine, run_alone, start_worker  # noqa: E402
 
 SIZES = (100_000, int(os.environ.get("BENCH_PLEDGES", "1000000")))
 BACKERS = 10_000
@@ -108,7 +108,7 @@ def _generate(campaign) -> dict:
         report = _wait_finished(report.id)
         peak_kb = _vm_hwm_kb(child)
     finally:
-        stop(worker)
+        worker.stop()
     if report.state != "ready":
         raise RuntimeError(f"report {report.id} {report.state}: {report.error}")
     seconds = (report.finished_at - report.started_at).total_seconds()

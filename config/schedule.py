@@ -4,10 +4,6 @@ admin can disable, re-enable or run them; a later sync never undoes an admin's e
 from celery.schedules import crontab
 
 BEAT_SCHEDULE = {
-    "every-minute-publish-pending-tasks": {
-        "task": "tasks.tasks.task_records_publish_pending",
-        "schedule": 60.0,
-    },
     "every-five-minutes-recover-stuck-tasks": {
         "task": "tasks.tasks.task_records_recover_stuck",
         "schedule": 300.0,

@@ -246,7 +246,9 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=25 * 60)
 
 # The task platform (tasks/).
 TASKS_FINISHED_RETENTION_DAYS = env.int("TASKS_FINISHED_RETENTION_DAYS", default=30)
-TASKS_PENDING_GRACE_SECONDS = env.int("TASKS_PENDING_GRACE_SECONDS", default=30)
+# The dispatcher (manage.py run_dispatcher) is woken by PostgreSQL notifications; it also passes
+# over the ledger this often, for delays coming due and rows left while RabbitMQ was down.
+TASKS_DISPATCH_POLL_SECONDS = env.float("TASKS_DISPATCH_POLL_SECONDS", default=5.0)
 FLOWER_URL = env.str("FLOWER_URL", default="http://localhost:5555")
 # Tables the domain adds to the task platform's dashboard (the platform never imports the domain).
 TASKS_DASHBOARD_PANELS = ["crowdfund.campaigns.selectors.campaigns_closing_soon_panel"]

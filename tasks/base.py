@@ -102,7 +102,7 @@ class PlatformTask(Task):
 
     def _retry_later(self, exc: BaseException, *, runtime: float | None = None, record: bool = True):
         """Record `retrying`, then publish the retry. If the broker refuses the retry, the row
-        already says `retrying` with its due time, so the sweeper republishes it: nothing is lost."""
+        already says `retrying` with its due time, so the dispatcher republishes it: nothing is lost."""
         if isinstance(exc, DatabaseError):
             close_old_connections()
         countdown = self.backoff(self.request.retries)
@@ -117,7 +117,7 @@ class PlatformTask(Task):
         try:
             raise self.retry(exc=exc, countdown=countdown)
         except Reject:
-            log.warning("Retry of %s[%s] not published; the sweeper will send it", self.name, self.request.id)
+            log.warning("Retry of %s[%s] not published; the dispatcher will send it", self.name, self.request.id)
             raise Ignore() from exc
 
     def _record_failure(self, exc: BaseException, *, runtime: float) -> None:
@@ -136,7 +136,7 @@ class PlatformTask(Task):
 
     def _write_outcome_for(self, task_id, write, **fields) -> None:
         """Record an outcome; if the database is down, log it rather than lose the run's result
-        to a second error (the sweeper and stuck-run recovery reconcile the row later)."""
+        to a second error (the dispatcher and stuck-run recovery reconcile the row later)."""
         try:
             write(task_id=task_id, **fields)
         except DatabaseError:

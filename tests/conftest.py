@@ -1,7 +1,9 @@
+import uuid
+
 import pytest
 
 from config.celery import app
-from tests.workers import Worker
+from tests.workers import Dispatcher, Worker
 
 
 @pytest.fixture
@@ -18,5 +20,13 @@ def broker(transactional_db):
 def worker(broker):
     """A real worker process consuming every queue."""
     process = Worker().wait_ready()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def dispatcher(broker):
+    """A real dispatcher process (manage.py run_dispatcher), publishing what the test enqueues."""
+    process = Dispatcher(name=f"dispatcher-{uuid.uuid4().hex[:8]}")
     yield process
     process.stop()

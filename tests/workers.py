@@ -90,10 +90,21 @@ class CeleryProcess(ChildProcess):
         super().__init__(command, name=name, env=env)
 
 
+class Dispatcher(ChildProcess):
+    """A `manage.py run_dispatcher` subprocess: it publishes what the tests enqueue."""
+
+    def __init__(self, *, name: str, env: dict | None = None):
+        super().__init__([sys.executable, "manage.py", "run_dispatcher"], name=name, env=env)
+
+
 class Worker(CeleryProcess):
+    """A `celery worker` subprocess, with a dispatcher beside it (as every deployment runs one), so
+    that what the tests enqueue is published and run."""
+
     def __init__(self, *, queues=ALL_QUEUES, concurrency: int = 2, env: dict | None = None):
         self.hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.queues, self.concurrency = tuple(queues), concurrency
+        self.dispatcher = Dispatcher(name=f"{self.hostname.split('@')[0]}-dispatcher", env=env)
         super().__init__(
             "worker",
             "--queues",
@@ -109,6 +120,14 @@ class Worker(CeleryProcess):
             name=self.hostname.split("@")[0],
             env=env,
         )
+
+    def stop(self, timeout: float = 20) -> None:
+        super().stop(timeout)
+        self.dispatcher.stop(timeout)
+
+    def kill(self) -> None:
+        super().kill()
+        self.dispatcher.kill()
 
     def wait_ready(self, timeout: float = 30) -> "Worker":
         deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ from collections import Counter
 from decimal import Decimal
 
 from django.core.management import call_command
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.db.models import F
 
 from crowdfund.campaigns.models import Campaign
@@ -16,7 +16,6 @@ from crowdfund.payments.models import PaymentEvent, PaymentEventState, SandboxEv
 from crowdfund.payments.selectors import campaign_totals_mismatches
 from crowdfund.pledges.models import Pledge, PledgeStatus
 from tasks.models import OPEN_STATES, TaskRecord, TaskState
-from tasks.services import task_records_publish_pending
 from tests.faults.load import Payment
 from tests.faults.outages import retrying_outages
 
@@ -33,17 +32,12 @@ def _open_tasks() -> list[tuple[str, str, str]]:
 
 
 def drain(*, payments: list[Payment], timeout: float = 120) -> None:
-    """Wait until every payment's webhook has been stored and no task waits or runs. The sweeper
-    runs here every couple of seconds (beat runs it only every minute), as the processes' own
-    TASKS_PENDING_GRACE_SECONDS is short."""
+    """Wait until every payment's webhook has been stored and no task waits or runs (the stack's
+    dispatchers publish what the outages left pending)."""
     deadline = time.monotonic() + timeout
     intents = {payment.intent_id for payment in payments}
     quiet_checks = 0
     while True:
-        try:
-            task_records_publish_pending()
-        except DatabaseError:
-            connection.close()
         stored = retrying_outages(lambda: set(PaymentEvent.objects.values_list("intent_id", flat=True)))
         still_open = retrying_outages(_open_tasks)
         # Two quiet checks in a row: a task that just finished may have enqueued the next one.

@@ -203,7 +203,7 @@ def test_two_beats_at_once_send_each_periodic_job_once_per_period(tick_every_two
     # A second sender would show as two sends within one period.
     assert min((later - earlier).total_seconds() for earlier, later in pairwise(ticks)) >= TICK_INTERVAL * 0.75
     assert len(ticks) <= (ticks[-1] - ticks[0]).total_seconds() / TICK_INTERVAL + 1
-    for job in ("every-minute-publish-pending-tasks", "every-minute-close-due-campaigns"):
+    for job in ("every-minute-close-due-campaigns", "every-five-minutes-reconcile-pending-payments"):
         sends = sends_of(job)
         assert len(sends) <= 2, (job, sends)  # the run lasts about a minute
         assert all((later - earlier).total_seconds() >= 45 for earlier, later in pairwise(sends)), (job, sends)

@@ -66,7 +66,7 @@ def test_its_figures_agree_with_the_ledger(ledger):
 def test_it_shows_the_declared_periodic_jobs_and_the_closing_campaigns_panel(db):
     data = dashboard_data()
 
-    assert "every-minute-publish-pending-tasks" in {job["name"] for job in data["periodic_jobs"]}
+    assert "every-minute-close-due-campaigns" in {job["name"] for job in data["periodic_jobs"]}
     assert data["panels"][0]["title"].startswith("Campaigns closing in the next 24 hours")
     assert "error" not in data["panels"][0]
 

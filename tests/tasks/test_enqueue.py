@@ -1,7 +1,9 @@
-"""Enqueueing against the real RabbitMQ: nothing is published before the enqueuing transaction
-commits or for one that rolled back, and nothing committed is lost when the broker is down."""
+"""Enqueueing against the real RabbitMQ, published by a real dispatcher process: nothing is
+published before the enqueuing transaction commits or for one that rolled back, and nothing
+committed is lost when the broker is down."""
 
 import json
+import threading
 
 import pytest
 from django.db import connection, transaction
@@ -17,10 +19,17 @@ from tests.workers import wait_for
 
 
 @pytest.mark.broker
-def test_it_publishes_nothing_while_the_transaction_is_open_and_exactly_one_task_after_commit(broker):
+def test_it_publishes_nothing_while_the_transaction_is_open_and_exactly_one_task_after_commit(dispatcher):
     with transaction.atomic():
         record = task_enqueue(probe_tasks.create_user, args=["open@probe.test"])
-        assert queue_depth() == 0
+        # Another transaction enqueues and commits meanwhile: once its task is published, the
+        # dispatcher has made a pass while this transaction was open, and left its row alone.
+        other = threading.Thread(target=_enqueue_and_commit, args=["meanwhile@probe.test"])
+        other.start()
+        other.join()
+        wait_for(lambda: queue_depth() == 1, message="the other transaction's message")
+        [meanwhile] = queue_take_all()
+        assert meanwhile.headers["id"] != str(record.id)
         assert TaskRecord.objects.get(id=record.id).state == TaskState.PENDING
 
     wait_for(lambda: queue_depth() == 1, message="the message after commit")
@@ -33,7 +42,16 @@ def test_it_publishes_nothing_while_the_transaction_is_open_and_exactly_one_task
 
 
 @pytest.mark.broker
-def test_it_publishes_nothing_for_a_rolled_back_transaction(broker):
+def _enqueue_and_commit(email: str) -> None:
+    """Enqueue on this thread's own database connection, committed at once."""
+    try:
+        task_enqueue(probe_tasks.create_user, args=[email])
+    finally:
+        connection.close()
+
+
+@pytest.mark.broker
+def test_it_publishes_nothing_for_a_rolled_back_transaction(dispatcher):
     with transaction.atomic():
         task_enqueue(probe_tasks.create_user, args=["rolled-back@probe.test"])
         transaction.set_rollback(True)
@@ -62,17 +80,14 @@ def test_it_runs_a_committed_task_exactly_once_on_a_real_worker(start_worker):
 
 
 @pytest.mark.broker
-def test_it_keeps_the_task_pending_while_the_broker_refuses_and_the_sweeper_sends_it_once_it_is_back(
-    start_worker, settings
-):
-    settings.TASKS_PENDING_GRACE_SECONDS = 0
+def test_it_keeps_the_task_pending_while_the_broker_refuses_and_publishes_it_once_it_is_back(start_worker):
+    # The dispatcher's pass runs in this process, where the broker can be made to refuse.
     with broker_refusing_publishes():
         with transaction.atomic():
             record = task_enqueue(probe_tasks.create_user, args=["outage@probe.test"])
         record.refresh_from_db()
         assert record.state == TaskState.PENDING
         assert record.sent_at is None
-        # The sweeper cannot send it either while the broker is down.
         services._publish_paused_until = 0.0
         assert services.task_records_publish_pending() == 0
     assert queue_depth() == 0
@@ -91,20 +106,25 @@ def test_it_keeps_the_task_pending_while_the_broker_refuses_and_the_sweeper_send
 
 
 @pytest.mark.broker
-def test_it_pauses_publishing_after_a_refused_publish_so_requests_stay_fast(broker):
+def test_the_dispatcher_pauses_after_a_refused_publish_so_a_broker_that_is_down_is_not_hammered(broker):
+    first = task_enqueue(probe_tasks.create_user, args=["first@probe.test"])
     with broker_refusing_publishes():
-        first = task_enqueue(probe_tasks.create_user, args=["first@probe.test"])
+        assert services.task_records_publish_pending() == 0
         assert services._publish_paused_until > 0
-    # Back, but still paused: the row waits for the sweeper instead of being sent now.
+    # Back, but still paused: the rows wait for a pass after the pause.
     second = task_enqueue(probe_tasks.create_user, args=["second@probe.test"])
+    assert services.task_records_publish_pending() == 0
 
     assert queue_depth() == 0
     states = set(TaskRecord.objects.filter(id__in=[first.id, second.id]).values_list("state", flat=True))
     assert states == {TaskState.PENDING}
+    services._publish_paused_until = 0.0  # the pause is over
+    assert services.task_records_publish_pending() == 2
+    assert queue_depth() == 2
 
 
 @pytest.mark.broker
-def test_it_records_thousands_of_fanned_out_tasks_in_a_few_inserts_and_publishes_them_after_commit(broker):
+def test_it_records_thousands_of_fanned_out_tasks_in_a_few_inserts_and_publishes_them_after_commit(dispatcher):
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         count = task_enqueue_many(
             probe_tasks.create_user,
@@ -121,7 +141,7 @@ def test_it_records_thousands_of_fanned_out_tasks_in_a_few_inserts_and_publishes
 
 
 @pytest.mark.broker
-def test_it_puts_only_json_on_the_broker(broker):
+def test_it_puts_only_json_on_the_broker(dispatcher):
     task_enqueue(probe_tasks.create_user, args=["json@probe.test"], correlation_key="user:json")
     task_enqueue_many(probe_tasks.create_user, kwargs_list=[{"email": "fan-json@probe.test"}])
     task_enqueue(probe_tasks.sleep_then_create_user, kwargs={"email": "eta@probe.test", "seconds": 0}, countdown=60)

@@ -111,13 +111,10 @@ def test_the_command_dry_run_retries_nothing(capsys):
 
 
 @pytest.mark.django_db
-def test_the_command_retries_failed_tasks_and_records_the_operator(
-    capsys, operator, django_capture_on_commit_callbacks
-):
+def test_the_command_retries_failed_tasks_and_records_the_operator(capsys, operator):
     failed = a_record(TaskState.FAILED)
 
-    with django_capture_on_commit_callbacks():  # the publish after commit is not under test here
-        call_command("tasks", "retry", "--state", "failed", "--as-user", operator.email)
+    call_command("tasks", "retry", "--state", "failed", "--as-user", operator.email)
 
     record = TaskRecord.objects.get(id=failed.id)
     assert record.state == TaskState.PENDING
@@ -134,9 +131,7 @@ def test_the_command_refuses_to_act_on_every_task_without_a_filter():
 
 
 @pytest.mark.django_db
-def test_the_admin_retries_every_failed_task_matching_the_filter_after_confirmation(
-    client, operator, django_capture_on_commit_callbacks
-):
+def test_the_admin_retries_every_failed_task_matching_the_filter_after_confirmation(client, operator):
     matching = [a_record(TaskState.FAILED) for _ in range(3)]
     other_name = a_record(TaskState.FAILED, name="tests.probe.flaky")
     succeeded = a_record(TaskState.SUCCEEDED)
@@ -147,8 +142,7 @@ def test_the_admin_retries_every_failed_task_matching_the_filter_after_confirmat
     assert confirmation.status_code == 200
     assert confirmation.context["count"] == 3
 
-    with django_capture_on_commit_callbacks():
-        response = client.post(url)
+    response = client.post(url)
 
     assert response.status_code == 302
     states = dict(TaskRecord.objects.values_list("id", "state"))
@@ -173,10 +167,10 @@ def test_the_admin_refuses_retry_all_to_staff_without_the_permission(client):
 def test_the_declared_periodic_jobs_are_in_the_database_and_a_sync_keeps_an_admins_disable():
     names = set(PeriodicTask.objects.values_list("name", flat=True))
     assert set(BEAT_SCHEDULE) <= names  # synced on migrate
-    job = PeriodicTask.objects.get(name="every-minute-publish-pending-tasks")
+    job = PeriodicTask.objects.get(name="every-minute-close-due-campaigns")
     job.enabled = False
     job.save()
 
     periodic_jobs_sync()
 
-    assert PeriodicTask.objects.get(name="every-minute-publish-pending-tasks").enabled is False
+    assert PeriodicTask.objects.get(name="every-minute-close-due-campaigns").enabled is False

@@ -17,7 +17,7 @@ from tasks.models import TaskRecord, TaskState
 from tasks.services import task_enqueue
 from tests import probe_tasks
 from tests.tasks import quorum_probes
-from tests.workers import CELERY, ROOT, ChildProcess, Worker, wait_for
+from tests.workers import CELERY, ROOT, ChildProcess, Dispatcher, Worker, wait_for
 
 DELAY_QUEUES = [f"celery_delayed_{level}" for level in range(28)]  # kombu's native delayed delivery
 # What Celery caches from the queue declarations; set aside while this process publishes as quorum.
@@ -63,6 +63,7 @@ class QuorumWorker(Worker):
             "--include", "tests.probe_tasks,tests.tasks.quorum_probes",
         ]  # fmt: skip
         ChildProcess.__init__(self, command, name=self.hostname.split("@")[0], env=env)
+        self.dispatcher = Dispatcher(name=f"{self.hostname.split('@')[0]}-dispatcher", env=env)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_a_transient_failure_is_retried_through_the_delay_queues_and_ends_succee
     assert record.error_type == "ProbeTransientError"  # what the first attempt ended with
     # The retry was published with its backoff (base 2 s: at least 1 s), not left for the sweeper.
     assert (record.started_at - record.created_at).total_seconds() >= 1
-    assert "not published; the sweeper will send it" not in quorum_worker.log()
+    assert "not published; the dispatcher will send it" not in quorum_worker.log()
     assert User.objects.filter(email="retried@probe.test").count() == 1
 
 

@@ -327,7 +327,7 @@ def test_a_refused_recipient_is_recorded_failed_without_retrying(backer):
     assert "Recipient refused" in email.error
 
 
-def test_resend_sends_a_failed_message_again(backer, django_capture_on_commit_callbacks):
+def test_resend_sends_a_failed_message_again(backer):
     services.notification_send(kind="pledge_receipt", recipient=backer, subject="pledge:p-1", context=RECEIPT)
     OutboxMessage.objects.filter(channel="email").update(state="failed", error="boom")
 

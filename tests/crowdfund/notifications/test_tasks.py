@@ -8,7 +8,7 @@ from crowdfund.notifications.tasks import outbox_messages_send
 pytestmark = pytest.mark.django_db
 
 
-def test_a_sending_task_run_twice_sends_once(backer, django_capture_on_commit_callbacks):
+def test_a_sending_task_run_twice_sends_once(backer):
     context = {"pledge_id": "p1", "campaign_title": "Solar Kettle", "amount": "25.00", "currency": "EUR"}
     services.notification_send(kind="pledge_receipt", recipient=backer, subject="pledge:p1", context=context)
     ids = list(OutboxMessage.objects.values_list("id", flat=True))
