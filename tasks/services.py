@@ -152,9 +152,10 @@ def publish_pause_remaining() -> float:
 
 
 def task_records_publish_pending(*, keep_going=lambda: True) -> int:
-    """The dispatcher's pass: publish the rows waiting to be sent, a batch per transaction, until
-    none is left (or `keep_going()` says stop). Safe to run in several processes at once: each row
-    is locked by the pass publishing it, and the others skip it.
+    """The dispatcher's full pass (at start and every TASKS_DISPATCH_POLL_SECONDS): publish the rows
+    waiting to be sent, a batch per transaction, until none is left (or `keep_going()` says stop).
+    Safe to run in several processes at once: each row is locked by the pass publishing it, and the
+    others skip it.
 
     Waiting rows are `pending` ones due within MAX_BROKER_DELAY, oldest first, and `retrying` rows
     whose retry message the broker never took."""
@@ -164,9 +165,7 @@ def task_records_publish_pending(*, keep_going=lambda: True) -> int:
         with transaction.atomic():
             waiting = TaskRecord.objects.select_for_update(skip_locked=True)
             batch = list(
-                waiting.filter(
-                    Q(eta__isnull=True) | Q(eta__lt=now + MAX_BROKER_DELAY), state=TaskState.PENDING
-                ).order_by("created_at")[:DISPATCH_BATCH_SIZE]
+                waiting.filter(_due_soon(now), state=TaskState.PENDING).order_by("created_at")[:DISPATCH_BATCH_SIZE]
             )
             if len(batch) < DISPATCH_BATCH_SIZE:
                 lost_retries = waiting.filter(state=TaskState.RETRYING, eta__lt=now - RETRY_REPUBLISH_GRACE)
@@ -175,6 +174,50 @@ def task_records_publish_pending(*, keep_going=lambda: True) -> int:
         total += sent
         if len(batch) < DISPATCH_BATCH_SIZE or publish_pause_remaining() or not keep_going():
             return total
+
+
+def task_records_publish_notified(task_ids: Sequence[str], *, keep_going=lambda: True) -> int:
+    """The dispatcher's pass for the rows its notifications named (the ledger's trigger sends each
+    row's id; PostgreSQL only): publish those still `pending` and due soon, in the order given,
+    found by primary key. Unlike the full pass, it never scans the `pending` rows, which after a
+    busy spell drag the dead versions of every row that was pending behind them until VACUUM has
+    run; and it is plain prepared SQL, as it runs for every few tasks."""
+    total = 0
+    for start in range(0, len(task_ids), DISPATCH_BATCH_SIZE):
+        chunk = task_ids[start : start + DISPATCH_BATCH_SIZE]
+        with transaction.atomic():
+            horizon = _timestamp(timezone.now() + MAX_BROKER_DELAY)
+            rows = _execute_prepared(_NOTIFIED_SQL, [[_pk(task_id) for task_id in chunk], horizon], fetch=True)
+            by_id = {str(row[0]): _unsent_record(row) for row in rows}
+            total += _publish([by_id[task_id] for task_id in chunk if task_id in by_id])
+        if publish_pause_remaining() or not keep_going():
+            break
+    return total
+
+
+_NOTIFIED_SQL = f"""
+SELECT id, name, args, kwargs, queue, eta, attempts FROM {TaskRecord._meta.db_table}
+ WHERE id = ANY(%s) AND state = 'pending' AND (eta IS NULL OR eta < %s)
+   FOR UPDATE SKIP LOCKED
+"""
+
+
+def _unsent_record(row) -> TaskRecord:
+    task_id, name, args, kwargs, queue, eta, attempts = row
+    json_field = TaskRecord._meta.get_field("args")
+    return TaskRecord(
+        id=task_id,
+        name=name,
+        args=json_field.from_db_value(args, None, connection),
+        kwargs=json_field.from_db_value(kwargs, None, connection),
+        queue=queue,
+        eta=eta,
+        attempts=attempts,
+    )
+
+
+def _due_soon(now):
+    return Q(eta__isnull=True) | Q(eta__lt=now + MAX_BROKER_DELAY)
 
 
 def _publish(records: Sequence[TaskRecord]) -> int:
@@ -390,18 +433,19 @@ def _execute_per_task(sql: str, params: list) -> int:
     return _execute_prepared(sql.format(async_commit=_ASYNC_COMMIT if on_its_own else "1 = 1"), params)
 
 
-def _execute_prepared(sql: str, params: list) -> int:
+def _execute_prepared(sql: str, params: list, *, fetch: bool = False):
     """Run `sql` on Django's connection (so in its transaction, if any), prepared on PostgreSQL
-    (settings: DATABASE_PREPARED_STATEMENTS); returns the number of rows it changed."""
+    (settings: DATABASE_PREPARED_STATEMENTS); returns the number of rows it changed, or with
+    `fetch` the rows it returned."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.rowcount
+            return cursor.fetchall() if fetch else cursor.rowcount
     connection.ensure_connection()
     # Django's own cursors bind on the client, which rules out prepared statements.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
-        return cursor.rowcount
+        return cursor.fetchall() if fetch else cursor.rowcount
 
 
 def _pk(task_id):

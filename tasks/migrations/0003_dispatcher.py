@@ -3,13 +3,14 @@ that made a row `pending` commits, and its polling replaces the periodic sweeper
 
 from django.db import migrations
 
-# A notification sent inside a transaction is delivered when it commits, and the same one sent
-# many times in a transaction is delivered once. Row-level with WHEN, so that the worker's claims
-# and successes (never `pending`) do not call the function at all.
+# A notification sent inside a transaction is delivered when it commits (never for a rollback).
+# It names the row, so the dispatcher finds it by primary key instead of scanning the pending rows.
+# Row-level with WHEN, so that the worker's claims and successes (never `pending`) do not call the
+# function at all.
 CREATE_TRIGGER = """
 CREATE OR REPLACE FUNCTION tasks_taskrecord_notify_pending() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('tasks_pending', '');
+    PERFORM pg_notify('tasks_pending', NEW.id::text);
     RETURN NULL;
 END
 $$;
