@@ -1,7 +1,7 @@
-"""Payments under load, in one run: webhook ingest on gunicorn (2 workers, 32 connections) beside
-the trivial endpoint; the same events processed synchronously inside the request with a simulated
-50 ms provider call; and 20,000 events end to end (webhook → paid pledge, totals, receipt queued)
-with real workers, checking none is lost and none applied twice.
+"""Payments under load, in one run: webhook ingest on gunicorn (2 workers, 32 connections, a
+dispatcher publishing) beside the trivial endpoint; the same events processed synchronously inside
+the request with a simulated 50 ms provider call; and 20,000 events end to end (webhook → paid
+pledge, totals, receipt queued) with real workers, checking none is lost and none applied twice.
 
 Run alone: `.venv/bin/python -m bench.payments_bench` (writes the "Payments" section of
 docs/benchmarks.md).
@@ -194,7 +194,8 @@ def _section(ingest, e2e) -> str:
         f"PostgreSQL and RabbitMQ on the same machine; wrk ({web.WRK_THREADS} threads, {web.CONNECTIONS} keep-alive "
         f"connections, each webhook a new event signed beforehand), {web.SECONDS:.0f} s per endpoint after a "
         f"{web.WARMUP_SECONDS:.0f} s warm-up. The trivial endpoint is a DRF APIView answering a small JSON. "
-        "Command: `.venv/bin/python -m bench.payments_bench`.",
+        "A dispatcher (`manage.py run_dispatcher`) runs throughout, on the same cores, publishing what the "
+        "webhooks enqueue; no worker runs during these three. Command: `.venv/bin/python -m bench.payments_bench`.",
         "",
         f"Machine: {machine()}; the load generator and the workers share its cores.",
         "",
@@ -209,7 +210,8 @@ def _section(ingest, e2e) -> str:
         "",
         f"End to end, {e2e['events']:,} `payment.succeeded` events for pledges of {END_TO_END_CAMPAIGNS} campaigns, "
         f"each posted once by wrk over {web.CONNECTIONS} connections while one worker (`-Q payments -c "
-        f"{WORKER_CONCURRENCY}`) processes them: webhook → stored → task → pledge paid, totals updated, receipt "
+        f"{WORKER_CONCURRENCY}`, with its dispatcher) processes them: webhook → stored → task → pledge paid, totals "
+        "updated, receipt "
         "queued. Times run from the first event stored to the last pledge paid. Events are signed and posted "
         f"{SIGNED_BATCH:,} at a time (signatures expire after 300 s); the webhook p99 is the worst batch's.",
         "",

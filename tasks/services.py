@@ -28,6 +28,7 @@ from django.db import (
 from django.db.models import Q
 from django.utils import timezone
 from kombu import Producer
+from kombu.exceptions import EncodeError
 from psycopg import pq
 
 from config.celery import app
@@ -248,6 +249,12 @@ def _publish(records: Sequence[TaskRecord]) -> int:
     return len(published)
 
 
+# Errors of one message rather than of the broker (those fail the whole batch, which waits): its
+# queue is not declared (Celery's QueueNotFound is a KeyError), its due time cannot be sent, its
+# arguments cannot be serialized.
+UNPUBLISHABLE_ERRORS = (LookupError, ValueError, TypeError, EncodeError)
+
+
 class ConfirmedBatchPublisher:
     """The dispatcher's connection to RabbitMQ. A batch's messages are published one after the
     other, then RabbitMQ's confirms of all of them are awaited at once, instead of a round trip
@@ -290,7 +297,6 @@ class ConfirmedBatchPublisher:
     def _publish_batch(self, records) -> tuple[list, list]:
         connection = self._connect()
         producer = Producer(connection.default_channel)
-        broker_errors = (*connection.connection_errors, *connection.channel_errors, OSError)
         confirmed = connection.transport.driver_type == "amqp"
         self._refused = False
         published, unpublishable = [], []
@@ -311,9 +317,7 @@ class ConfirmedBatchPublisher:
                     retry=False,  # a broken connection fails the batch, which is then published again
                     headers={"published_at": time.time()},  # for the queue-wait metric
                 )
-            except broker_errors:
-                raise
-            except Exception as exc:  # refused before it reached the broker (e.g. its arguments)
+            except UNPUBLISHABLE_ERRORS as exc:  # refused before it reached the broker
                 self._unconfirmed.discard(tag)
                 unpublishable.append((record, exc))
                 continue

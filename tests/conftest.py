@@ -9,11 +9,16 @@ from tests.workers import Dispatcher, Worker
 @pytest.fixture
 def broker(transactional_db):
     """Empty queues on the tests' RabbitMQ vhost; data committed so real workers can see it."""
+    _purge()
+    yield app
+    _purge()
+
+
+def _purge() -> None:
+    # On a connection of its own: the app's pooled ones may be stale after a test restarted RabbitMQ.
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
-    app.control.purge()
-    yield app
-    app.control.purge()
+        app.control.purge(connection=conn)
 
 
 @pytest.fixture

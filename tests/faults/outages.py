@@ -10,6 +10,8 @@ import time
 
 from django.db import DatabaseError, connection
 
+from config.celery import app
+
 
 def _run(*command: str, timeout: float = 60) -> None:
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
@@ -29,6 +31,10 @@ def rabbitmq_start() -> None:
                 raise
             time.sleep(2)
     _run("rabbitmqctl", "await_startup", timeout=120)
+    # This process's pooled broker connections died with the broker; the processes under test
+    # reconnect by themselves, and the test's own pings and purges must not trip on stale ones.
+    for pool in (app.pool, app.amqp.producer_pool):
+        pool.resize(pool.limit, reset=True)  # emptied of its connections, and refilled lazily
 
 
 @contextlib.contextmanager

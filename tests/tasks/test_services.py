@@ -8,6 +8,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from config.celery import app
 from crowdfund.accounts.models import User
@@ -230,3 +231,31 @@ def test_a_row_that_cannot_be_published_is_failed_and_does_not_hold_up_the_rows_
     assert poison.error_message.startswith("Could not be published:")
     assert "no-such-queue" in poison.error_message
     assert services._publish_paused_until == 0.0  # the broker itself is fine: no pause
+
+
+@pytest.mark.broker
+def test_a_broker_failure_in_the_middle_of_a_batch_leaves_every_row_pending_for_a_later_pass(broker, monkeypatch):
+    records = [task_enqueue(probe_tasks.create_user, args=[f"mid-batch{n}@probe.test"]) for n in range(3)]
+    publish = app.send_task
+    calls = []
+
+    def connection_lost_after_the_first(*args, **kwargs):
+        # What Celery raises when the connection drops under a publish (it wraps the socket error).
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise KombuOperationalError("[Errno 104] Connection reset by peer")
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", connection_lost_after_the_first)
+    assert services.task_records_publish_pending() == 0
+
+    assert {TaskRecord.objects.get(id=record.id).state for record in records} == {TaskState.PENDING}
+    assert services.publish_pause_remaining() > 0
+    monkeypatch.setattr(app, "send_task", publish)
+    services._publish_paused_until = 0.0
+    assert services.task_records_publish_pending() == 3
+    # The first message reached the queue before the connection dropped: it is there twice, and
+    # the worker's claim runs it once.
+    assert sorted(message.headers["id"] for message in queue_take_all()) == sorted(
+        [str(records[0].id), *(str(record.id) for record in records)]
+    )
