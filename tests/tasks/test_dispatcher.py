@@ -297,3 +297,16 @@ def test_a_pass_skips_rows_another_dispatcher_has_locked_instead_of_waiting_for_
 
     assert services.task_records_publish_pending() == len(locked)
     assert {message.headers["id"] for message in queue_take_all(QUEUE)} == {str(r.id) for r in locked}
+
+
+@pytest.mark.broker
+def test_it_ignores_a_notification_that_names_no_task_and_goes_on(start_dispatcher):
+    dispatcher = start_dispatcher(poll=NO_POLL)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify('tasks_pending', 'not a task id')")
+
+    record = enqueue_committed(email="after-garbage@probe.test")
+
+    wait_for(lambda: state_of(record) == TaskState.SENT, timeout=PROMPTLY, message="the next row, notified")
+    assert "Ignored a 'tasks_pending' notification that names no task: 'not a task id'" in dispatcher.log()
+    assert dispatcher.process.poll() is None

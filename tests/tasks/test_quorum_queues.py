@@ -176,7 +176,7 @@ def test_a_transient_failure_is_retried_through_the_delay_queues_and_ends_succee
     record.refresh_from_db()
     assert record.attempts == 2
     assert record.error_type == "ProbeTransientError"  # what the first attempt ended with
-    # The retry was published with its backoff (base 2 s: at least 1 s), not left for the sweeper.
+    # The retry was published with its backoff (base 2 s: at least 1 s), not left for the dispatcher's lost-retry pass.
     assert (record.started_at - record.created_at).total_seconds() >= 1
     assert "not published; the dispatcher will send it" not in quorum_worker.log()
     assert User.objects.filter(email="retried@probe.test").count() == 1
