@@ -144,7 +144,7 @@ def _fanout(campaign) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done} of {expected} messages settled in an hour")
             time.sleep(1)
-        memory = _peak_memory_mb(worker)
+        memory = _peak_memory_mb(worker.worker)
     finally:
         worker.stop()
     last = OutboxMessage.objects.aggregate(last=Max("updated_at"))["last"]

