@@ -93,8 +93,11 @@ class CeleryProcess(ChildProcess):
 class Dispatcher(ChildProcess):
     """A `manage.py run_dispatcher` subprocess: it publishes what the tests enqueue."""
 
-    def __init__(self, *, name: str, env: dict | None = None):
-        super().__init__([sys.executable, "manage.py", "run_dispatcher"], name=name, env=env)
+    def __init__(self, *, name: str, env: dict | None = None, poll: float | None = None):
+        command = [sys.executable, "manage.py", "run_dispatcher"]
+        if poll is not None:
+            command += ["--poll", str(poll)]
+        super().__init__(command, name=name, env=env)
 
 
 class Worker(CeleryProcess):

@@ -5,7 +5,6 @@ publish each row once, it outlives its database connections and it stops at once
 
 import re
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -21,7 +20,7 @@ from tasks.models import TaskRecord, TaskState
 from tasks.services import task_enqueue, task_enqueue_many, task_records_retry
 from tests import probe_tasks, workers
 from tests.tasks.broker import queue_depth, queue_take_all
-from tests.workers import ChildProcess, wait_for
+from tests.workers import Dispatcher, wait_for
 
 QUEUE = services.queue_for(probe_tasks.create_user.name)
 # Every test dispatcher but one polls this rarely: what it publishes within a few seconds, it
@@ -33,17 +32,13 @@ PROMPTLY = 5
 PUBLISHED = re.compile(r"Published (\d+) tasks")
 
 
-class RunDispatcher(ChildProcess):
-    """A `manage.py run_dispatcher --poll SECONDS` subprocess whose database connections carry an
-    application_name of their own (libpq reads PGAPPNAME), so the test can find and cut them."""
+class RunDispatcher(Dispatcher):
+    """A dispatcher subprocess whose database connections carry an application_name of their own
+    (libpq reads PGAPPNAME), so the test can find and cut them."""
 
     def __init__(self, *, poll: float):
         self.application_name = f"test-dispatcher-{uuid.uuid4().hex[:8]}"
-        super().__init__(
-            [sys.executable, "manage.py", "run_dispatcher", "--poll", str(poll)],
-            name=self.application_name,
-            env={"PGAPPNAME": self.application_name},
-        )
+        super().__init__(name=self.application_name, env={"PGAPPNAME": self.application_name}, poll=poll)
 
     def wait_started(self) -> "RunDispatcher":
         def started():
