@@ -98,15 +98,17 @@ def _ingest(base: str, sync_events) -> list[tuple[str, dict]]:
     fake = [(f"pi_ingest_{uuid.uuid4().hex}", "10.00", "EUR") for _ in range(INGEST_EVENTS)]  # no pledge
     results = []
     dispatcher = start_dispatcher(log_name="bench-payments-dispatcher")
-    for name, path, to_send in [
-        ("trivial: DRF APIView, small JSON, no database", "/bench/trivial", None),
-        ("webhook ingest: verify, store, enqueue (async)", WEBHOOK_PATH, lambda: _webhooks(WEBHOOK_PATH, fake)),
-        ("same events processed in the request, 50 ms provider call (sync)", SYNC_WEBHOOK_PATH,
-         lambda: _webhooks(SYNC_WEBHOOK_PATH, sync_events)),
-    ]:  # fmt: skip
-        print(f"Payments: {name} ...", flush=True)
-        results.append((name, web.load(base + path, to_send and to_send())))
-    stop(dispatcher)
+    try:
+        for name, path, to_send in [
+            ("trivial: DRF APIView, small JSON, no database", "/bench/trivial", None),
+            ("webhook ingest: verify, store, enqueue (async)", WEBHOOK_PATH, lambda: _webhooks(WEBHOOK_PATH, fake)),
+            ("same events processed in the request, 50 ms provider call (sync)", SYNC_WEBHOOK_PATH,
+             lambda: _webhooks(SYNC_WEBHOOK_PATH, sync_events)),
+        ]:  # fmt: skip
+            print(f"Payments: {name} ...", flush=True)
+            results.append((name, web.load(base + path, to_send and to_send())))
+    finally:
+        stop(dispatcher)
     return results
 
 

@@ -274,6 +274,7 @@ class ConfirmedBatchPublisher:
         self._unconfirmed: set[int] = set()  # delivery tags published and not yet acked
         self._refused = False  # RabbitMQ nacked one of them
         self._next_tag = 1
+        self._confirmed = False  # the connection's transport has publisher confirms (AMQP)
 
     def publish(self, records: Sequence[TaskRecord]) -> tuple[list, list]:
         """Publish the records' messages and return once RabbitMQ confirmed all of them: the
@@ -297,7 +298,7 @@ class ConfirmedBatchPublisher:
     def _publish_batch(self, records) -> tuple[list, list]:
         connection = self._connect()
         producer = Producer(connection.default_channel)
-        confirmed = connection.transport.driver_type == "amqp"
+        confirmed = self._confirmed
         self._refused = False
         published, unpublishable = [], []
         for record in records:
@@ -343,7 +344,8 @@ class ConfirmedBatchPublisher:
             # connections do (CELERY_BROKER_TRANSPORT_OPTIONS).
             connection = app.connection_for_write(transport_options={"confirm_publish": False}, heartbeat=0)
             connection.ensure_connection(max_retries=0)  # a failure pauses publishing (PUBLISH_PAUSE_SECONDS)
-            if connection.transport.driver_type == "amqp":
+            self._confirmed = connection.transport.driver_type == "amqp"
+            if self._confirmed:
                 channel = connection.default_channel
                 channel.events["basic_ack"].add(self._on_ack)
                 channel.events["basic_nack"].add(self._on_nack)

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 
 from config.queues import DEFAULT, NOTIFICATIONS, PAYMENTS, REPORTS
-from tasks import services
 from tests.crowdfund.payments.conftest import WEBHOOK_URL
 from tests.factories import CampaignFactory, UserFactory
 from tests.faults.load import PledgeStream
@@ -65,10 +64,9 @@ class Stack:
 
 
 @pytest.fixture
-def stack(broker, monkeypatch):
+def stack(broker):
     """The whole stack, started and ready; everything it started is stopped afterwards, before the
     test database is emptied."""
-    monkeypatch.setattr(services, "_publish_paused_until", 0.0)
     env = {"TASKS_DISPATCH_POLL_SECONDS": str(DISPATCH_POLL_SECONDS), "EMAIL_URL": "memorymail://"}
     web = WebServer(env=env)
     stack = Stack(web=web, env={**env, "PAYMENTS_SANDBOX_WEBHOOK_URL": web.url + WEBHOOK_URL})
