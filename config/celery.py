@@ -42,6 +42,8 @@ app.conf.update(
     # publish, and the ledger already records when each task was sent.
     worker_send_task_events=True,
     task_send_sent_event=False,
+    # Celery's consumer, publishing those events without waiting for the broker's confirm.
+    worker_consumer="tasks.consumer:Consumer",
     worker_cancel_long_running_tasks_on_connection_loss=True,
     beat_schedule=schedule.BEAT_SCHEDULE,
     beat_scheduler="tasks.beat:LeaderDatabaseScheduler",

@@ -269,7 +269,8 @@ LOGGING = {
 }
 
 # Broker transport. On RabbitMQ every publish waits for the broker's confirm, so a message the
-# broker did not take is never counted as sent. The filesystem transport is the documented
+# broker did not take is never counted as sent; workers' monitoring events are the exception
+# (tasks/consumer.py). The filesystem transport is the documented
 # fallback for a machine without RabbitMQ (see README: make run).
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = BASE_DIR / "var" / "broker"

@@ -1,8 +1,10 @@
 """Real worker processes: redelivery after a worker process dies, transient retries with backoff,
 cancelled and duplicate messages skipped, non-JSON messages refused."""
 
+import contextlib
 import os
 import signal
+import socket
 from itertools import pairwise
 
 import pytest
@@ -179,3 +181,25 @@ def test_it_records_a_task_sent_outside_the_platform_when_it_runs(start_worker):
     assert record.args == ["plain-delay@probe.test"]
     assert record.attempts == 1
     assert User.objects.filter(email="plain-delay@probe.test").exists()
+
+
+@pytest.mark.broker
+def test_its_task_events_reach_a_monitor_as_flower_reads_them(start_worker):
+    """The worker publishes its events without waiting for confirms (tasks.consumer); Flower
+    still gets every one of a run's."""
+    seen = []
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+        # Its queue exists from here on, so no event of the run is missed.
+        with receiver.consumer_context(wakeup=False) as (consuming, _channel, _consumers):
+            start_worker()
+            record = task_enqueue(probe_tasks.create_user, args=["watched@probe.test"])
+            wait_for(lambda: record_of(record).state == TaskState.SUCCEEDED, message="the run")
+            kinds = set()
+            for _ in range(40):
+                with contextlib.suppress(socket.timeout):
+                    consuming.drain_events(timeout=0.25)
+                kinds = {event["type"] for event in seen if event.get("uuid") == str(record.id)}
+                if "task-succeeded" in kinds:
+                    break
+    assert {"task-received", "task-started", "task-succeeded"} <= kinds
