@@ -94,8 +94,14 @@ class OutboxMessage(models.Model):
         # constraint's index (recipient first) serves "these recipients' rows about this"; one on
         # (kind, subject, recipient) was dropped: for a subject new to the statistics, PostgreSQL
         # used it for that lookup and scanned every row of the subject.
+        # The state index holds settled rows only (what the admin's filters look for). With pending
+        # rows in it, PostgreSQL, whose statistics say pending rows are rare, combined it with the
+        # primary key for "these ids, if pending" during a fan-out, when they are not: each claim
+        # then read every pending row's entry, and a 100,000-backer fan-out ran at half speed.
         indexes = [
-            models.Index(fields=["state", "-created_at"], name="outbox_state_idx"),
+            models.Index(
+                fields=["state", "-created_at"], name="outbox_state_idx", condition=~Q(state__in=["pending", "sending"])
+            ),
             models.Index(
                 fields=["claimed_at"], name="outbox_sending_idx", condition=Q(state="sending")
             ),  # interrupted claims are looked for here
