@@ -1,5 +1,5 @@
 """The URLconf gunicorn serves during the HTTP benchmarks (bench/web.py): the project's URLs, plus
-the two endpoints the figures are compared with, which the product's API does not have.
+the endpoints the figures are compared with, which the product's API does not have.
 
 - `bench/trivial`: a DRF APIView answering a small JSON, with the project's DRF settings (renderer,
   exception handler, middleware) and, like the webhook, no authentication: the ceiling of this
