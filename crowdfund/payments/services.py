@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from crowdfund.campaigns import services as campaigns
@@ -15,10 +15,10 @@ from crowdfund.campaigns.models import Campaign, CampaignStatus
 from crowdfund.common.errors import DomainError
 from crowdfund.payments import tasks
 from crowdfund.payments.models import PaymentEvent, PaymentEventState, PaymentEventType
-from crowdfund.payments.providers import PaymentProvider, ProviderError, WebhookEvent, get_provider
+from crowdfund.payments.providers import PaymentProvider, ProviderError, get_provider
 from crowdfund.pledges.models import Pledge, PledgeStatus
 from crowdfund.pledges.services import pledge_advance, pledge_lock
-from tasks.services import task_enqueue
+from tasks.services import task_enqueue, task_enqueue_if_inserted
 
 log = logging.getLogger(__name__)
 
@@ -52,54 +52,26 @@ RETURNING id
 """
 
 
-class _Duplicate(Exception):
-    pass
-
-
 def webhook_receive(*, provider: PaymentProvider, body: bytes, headers) -> bool:
-    """Verify and store a webhook event once, and enqueue its processing in the same transaction.
-    Returns False for a duplicate (stored before; acknowledged, not processed again).
-
-    The common case costs two INSERTs: the processing task is recorded first, then the event,
-    and a duplicate rolls both back.
-    """
+    """Verify and store a webhook event once, and enqueue its processing with it, in one statement
+    (committed before the provider is answered). Returns False for a duplicate (stored before;
+    acknowledged, not processed again): its processing task is not recorded either."""
     event = provider.parse_webhook(body=body, headers=headers)
     try:
         raw_body = body.decode()
     except UnicodeDecodeError:
         raise DomainError("webhook_malformed", "The body is not UTF-8.") from None
-    event_pk = uuid.uuid4()
-    try:
-        with transaction.atomic():
-            record = task_enqueue(
-                tasks.payment_event_apply,
-                kwargs={"event_id": str(event_pk)},
-                correlation_key=f"intent:{event.intent_id}",
-            )
-            if not _event_insert(event_pk, event, raw_body=raw_body, task_id=record.id):
-                raise _Duplicate
-    except _Duplicate:
-        return False
-    return True
-
-
-def _event_insert(event_pk: uuid.UUID, event: WebhookEvent, *, raw_body: str, task_id) -> bool:
-    params = [
-        event_pk,
-        event.provider,
-        event.event_id,
-        event.type,
-        event.intent_id,
-        event.amount,
-        event.currency,
-        event.created,
-        raw_body,
-        timezone.now(),
-        task_id,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(_EVENT_INSERT_SQL, params)
-        return cursor.fetchone() is not None
+    event_pk, task_id = uuid.uuid4(), uuid.uuid4()
+    params = [event_pk, event.provider, event.event_id, event.type, event.intent_id, event.amount, event.currency,
+              event.created, raw_body, timezone.now(), task_id]  # fmt: skip
+    return task_enqueue_if_inserted(
+        tasks.payment_event_apply,
+        insert_sql=_EVENT_INSERT_SQL,
+        insert_params=params,
+        kwargs={"event_id": str(event_pk)},
+        correlation_key=f"intent:{event.intent_id}",
+        task_id=task_id,
+    )
 
 
 # --- Applying events (and provider states) to pledges ---------------------------------------------

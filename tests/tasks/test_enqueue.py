@@ -4,6 +4,7 @@ committed is lost when the broker is down."""
 
 import json
 import threading
+import uuid
 
 import pytest
 from django.db import connection, transaction
@@ -12,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from crowdfund.accounts.models import User
 from tasks import services
 from tasks.models import TaskRecord, TaskState
-from tasks.services import task_enqueue, task_enqueue_many
+from tasks.services import task_enqueue, task_enqueue_if_inserted, task_enqueue_many
 from tests import probe_tasks
 from tests.tasks.broker import broker_refusing_publishes, queue_depth, queue_take_all
 from tests.workers import wait_for
@@ -46,6 +47,49 @@ def test_it_publishes_nothing_while_the_transaction_is_open_and_exactly_one_task
     assert message.headers["task"] == "tests.probe.create_user"
     record.refresh_from_db()
     assert record.sent_at is not None
+
+
+# An inbox's insert, as the payments webhook's: a duplicate inserts nothing and returns no row.
+_USER_INSERT = """
+INSERT INTO accounts_user (email, password, display_name, is_active, is_staff, is_superuser, date_joined)
+VALUES (%s, '!', '', true, false, false, now())
+ON CONFLICT (email) DO NOTHING
+RETURNING id
+"""
+
+
+def _inbox_enqueue(email: str, task_id: uuid.UUID) -> bool:
+    return task_enqueue_if_inserted(
+        probe_tasks.create_user,
+        insert_sql=_USER_INSERT,
+        insert_params=[email],
+        kwargs={"email": email},
+        correlation_key=f"user:{email}",
+        task_id=task_id,
+    )
+
+
+@pytest.mark.django_db
+def test_an_inbox_insert_records_its_task_with_it_and_a_duplicate_records_none():
+    first, again = uuid.uuid4(), uuid.uuid4()
+
+    assert _inbox_enqueue("inbox@probe.test", first) is True
+    assert _inbox_enqueue("inbox@probe.test", again) is False
+
+    [record] = TaskRecord.objects.all()
+    assert (record.id, record.state, record.name) == (first, TaskState.PENDING, "tests.probe.create_user")
+    assert (record.kwargs, record.correlation_key) == ({"email": "inbox@probe.test"}, "user:inbox@probe.test")
+    assert User.objects.filter(email="inbox@probe.test").count() == 1
+
+
+@pytest.mark.django_db
+def test_an_inbox_insert_rolled_back_with_its_transaction_leaves_neither_row():
+    with transaction.atomic():
+        assert _inbox_enqueue("rolled-back-inbox@probe.test", uuid.uuid4()) is True
+        transaction.set_rollback(True)
+
+    assert not TaskRecord.objects.exists()
+    assert not User.objects.filter(email="rolled-back-inbox@probe.test").exists()
 
 
 @pytest.mark.broker
