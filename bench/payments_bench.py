@@ -206,11 +206,10 @@ def _section(ingest, e2e) -> str:
         f"PostgreSQL and RabbitMQ on the same machine; wrk ({web.WRK_THREADS} threads, {web.CONNECTIONS} keep-alive "
         f"connections, each webhook a new event signed beforehand), {web.SECONDS:.0f} s per endpoint after a "
         f"{web.WARMUP_SECONDS:.0f} s warm-up. The trivial endpoint is a DRF APIView answering a small JSON. "
-        "The store-only endpoint is the "
-        "webhook's floor: the same signature check and parse, then one INSERT of the raw body in its own "
-        "transaction, nothing enqueued. A dispatcher (`manage.py run_dispatcher`) runs throughout, on the same "
-        "cores, publishing what the webhooks enqueue; no worker runs during these four. "
-        "Command: `.venv/bin/python -m bench.payments_bench`.",
+        "The store-only endpoint is the webhook's floor: the same signature check and parse, then one INSERT "
+        "of the raw body in its own transaction, nothing enqueued. A dispatcher (`manage.py run_dispatcher`) "
+        "runs throughout, on the same cores, publishing what the webhooks enqueue; no worker runs during these "
+        "four. Command: `.venv/bin/python -m bench.payments_bench`.",
         "",
         f"Machine: {machine()}; the load generator and the workers share its cores.",
         "",
