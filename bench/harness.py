@@ -144,8 +144,8 @@ class CpuMeter:
             try:
                 stat = (entry / "stat").read_text()
                 # Time on CPU in nanoseconds, per thread (schedstat): exact, where stat's utime and
-                # stime are counted in whole clock ticks, which processes that run for a few
-                # microseconds at a time mostly escape.
+                # stime are counted in whole clock ticks here, only a sampling of processes that
+                # run a few microseconds at a time.
                 threads = (entry / "task").iterdir()
                 on_cpu = sum(int((thread / "schedstat").read_text().split()[0]) for thread in threads)
             except (OSError, ValueError):  # exited meanwhile

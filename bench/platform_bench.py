@@ -93,7 +93,7 @@ def measure(kind: str) -> dict:
         from tasks.models import TaskRecord, TaskState
 
         result["succeeded_records"] = TaskRecord.objects.filter(state=TaskState.SUCCEEDED).count()
-    cpu = ", ".join(f"{kind} {us:,.0f}" for kind, us in _cpu_columns(result))
+    cpu = ", ".join(f"{process} {us:,.0f}" for process, us in _cpu_per_task(result).items())
     print(
         f"  {kind:>8}: enqueue {result['enqueue_per_s']:,.0f}/s, drain {result['drain_per_s']:,.0f} tasks/s, "
         f"CPU µs/task: {cpu}, machine busy {result['busy']:.0%}",
@@ -102,10 +102,12 @@ def measure(kind: str) -> dict:
     return result
 
 
-def _cpu_columns(result: dict) -> list[tuple[str, float]]:
-    """CPU µs per task: the worker's processes, PostgreSQL's, RabbitMQ's, and every process's."""
+def _cpu_per_task(result: dict) -> dict[str, float]:
+    """CPU µs per task, in the report's column order: the worker's processes, PostgreSQL's,
+    RabbitMQ's, and every process's."""
     cpu = result["cpu_us"]
-    return [(kind, cpu.get(kind, 0.0)) for kind in ("worker", "postgresql", "rabbitmq")] + [("all", sum(cpu.values()))]
+    columns = {process: cpu.get(process, 0.0) for process in ("worker", "postgresql", "rabbitmq")}
+    return {**columns, "all": sum(cpu.values())}
 
 
 def run() -> str:
@@ -147,12 +149,12 @@ def _cpu_section(rounds) -> list[str]:
     ]
     for number, pair in enumerate(rounds, start=1):
         for result in pair:
-            cpu = " | ".join(f"{us:,.0f}" for _, us in _cpu_columns(result))
+            cpu = " | ".join(f"{us:,.0f}" for us in _cpu_per_task(result).values())
             lines.append(f"| {number} | {result['kind']} | {cpu} | {result['busy']:.0%} |")
-    cpu = [(dict(_cpu_columns(plain)), dict(_cpu_columns(platform))) for plain, platform in rounds]
+    cpu = [(_cpu_per_task(plain), _cpu_per_task(platform)) for plain, platform in rounds]
     extra = {
-        kind: statistics.median(platform_cpu[kind] - plain_cpu[kind] for plain_cpu, platform_cpu in cpu)
-        for kind in ("worker", "postgresql", "all")
+        process: statistics.median(platform_cpu[process] - plain_cpu[process] for plain_cpu, platform_cpu in cpu)
+        for process in ("worker", "postgresql", "all")
     }
     ceiling = statistics.median(plain_cpu["all"] / platform_cpu["all"] for plain_cpu, platform_cpu in cpu)
     lines += [
